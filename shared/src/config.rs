@@ -1,0 +1,441 @@
+//! The configuration: one JSON document, kept in a Secrets Manager secret
+//! (or, for the CLI, a file), validated when it loads.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::mapping::{is_logical_name, Mapping, RawMapping};
+use crate::secret::Secret;
+
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_DIDOMI_API_URL: &str = "https://api.didomi.io/v1";
+pub const DEFAULT_CONTACT_KEY: &str = "emailaddress1";
+pub const DEFAULT_REGULATION: &str = "gdpr";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub tenant_id: String,
+    /// The environment URL without a trailing slash, e.g. `https://contoso.crm4.dynamics.com`.
+    pub server_instance: String,
+    pub upsert_mode: bool,
+    pub contact_key: String,
+    pub mappings: Vec<Mapping>,
+    pub didomi: DidomiSettings,
+    pub didomi_webhook: DidomiWebhookAuth,
+    pub dynamics_webhook_key: Option<Secret>,
+    pub authority_host: String,
+    pub didomi_api_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DidomiSettings {
+    pub organization_id: String,
+    pub api_key: Secret,
+    pub api_secret: Secret,
+    pub regulation: String,
+}
+
+/// How deliveries to `didomi-to-dynamics` prove they come from Didomi.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DidomiWebhookAuth {
+    pub mode: WebhookAuthMode,
+    pub client_ids: Vec<String>,
+    pub allowed_source_ips: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookAuthMode {
+    /// API Gateway's JWT authorizer validated a token; its `client_id` claim must be allowed.
+    #[default]
+    Jwt,
+    /// No check: for local runs only.
+    None,
+}
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("configuration field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("environment variable `{name}` {reason}")]
+    Environment { name: &'static str, reason: String },
+    #[error("could not read the configuration secret `{secret_id}`: {reason}")]
+    Unreadable { secret_id: String, reason: String },
+}
+
+const SECRET_FIELDS: [&str; 4] = ["client_secret", "api_key", "api_secret", "dynamics_webhook_key"];
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    tenant_id: Option<String>,
+    server_instance: Option<String>,
+    #[serde(default)]
+    upsert_mode: bool,
+    contact_key: Option<String>,
+    mappings: Option<Vec<Value>>,
+    didomi: Option<RawDidomi>,
+    didomi_webhook: Option<RawDidomiWebhook>,
+    dynamics_webhook_key: Option<Secret>,
+    authority_host: Option<String>,
+    didomi_api_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDidomi {
+    organization_id: Option<String>,
+    api_key: Option<Secret>,
+    api_secret: Option<Secret>,
+    regulation: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDidomiWebhook {
+    #[serde(default)]
+    auth: WebhookAuthMode,
+    #[serde(default)]
+    client_ids: Vec<String>,
+    #[serde(default)]
+    allowed_source_ips: Vec<String>,
+}
+
+fn required(field: &str, value: Option<String>) -> Result<String, ConfigError> {
+    match value {
+        None => Err(invalid(field, "is required")),
+        Some(v) if v.trim().is_empty() => Err(invalid(field, "is empty")),
+        Some(v) => Ok(v.trim().to_string()),
+    }
+}
+
+fn required_secret(field: &str, value: Option<Secret>) -> Result<Secret, ConfigError> {
+    match value {
+        None => Err(invalid(field, "is required")),
+        Some(v) if v.is_empty() => Err(invalid(field, "is empty")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Checks a base URL: `https`, or `http` on a loopback host only (local
+/// simulators), no query or fragment. Returns it without a trailing slash.
+pub fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(value.trim()).map_err(|e| invalid(field, format!("is not a URL ({e})")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(invalid(field, "has no host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => return Err(invalid(field, "must use https (http is allowed on a loopback host only)")),
+        other => return Err(invalid(field, format!("must use https, not {other}"))),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(field, "must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(field, "must not carry credentials"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+impl Config {
+    /// Parses and validates the secret's JSON. Errors name the field, and for
+    /// a mapping its index, e.g. `mappings[2]`.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() || field == "." {
+                ConfigError::NotJson(strip_position(&inner))
+            } else if SECRET_FIELDS.iter().any(|s| field.ends_with(s)) {
+                // serde quotes the offending value; for these fields it may be the secret.
+                invalid(field, "must be a non-empty string")
+            } else {
+                invalid(field, strip_position(&inner))
+            }
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let client_id = required("client_id", raw.client_id)?;
+        let client_secret = required_secret("client_secret", raw.client_secret)?;
+        let tenant_id = required("tenant_id", raw.tenant_id)?;
+        if !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+            return Err(invalid("tenant_id", "must be a tenant GUID or domain name"));
+        }
+        let server_instance = base_url("server_instance", &required("server_instance", raw.server_instance)?)?;
+        if server_instance.matches('/').count() > 2 {
+            return Err(invalid(
+                "server_instance",
+                "must be the environment's root URL, e.g. https://contoso.crm4.dynamics.com (no path)",
+            ));
+        }
+        let contact_key = raw.contact_key.unwrap_or_else(|| DEFAULT_CONTACT_KEY.to_string());
+        if !is_logical_name(&contact_key) {
+            return Err(invalid("contact_key", "must be a contact column's logical name, e.g. emailaddress1"));
+        }
+
+        let raw_mappings = raw.mappings.ok_or_else(|| invalid("mappings", "is required"))?;
+        if raw_mappings.is_empty() {
+            return Err(invalid("mappings", "needs at least one mapping"));
+        }
+        let mut mappings = Vec::with_capacity(raw_mappings.len());
+        let mut columns = HashSet::new();
+        for (index, value) in raw_mappings.into_iter().enumerate() {
+            let field = format!("mappings[{index}]");
+            let raw: RawMapping = serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." { field.clone() } else { format!("{field}.{path}") };
+                invalid(field, e.into_inner().to_string())
+            })?;
+            let mapping = Mapping::try_from(raw).map_err(|e| invalid(&field, e.0))?;
+            if mapping.column == contact_key {
+                return Err(invalid(
+                    &field,
+                    format!("column `{}` is the contact_key, which consent-sync never overwrites", mapping.column),
+                ));
+            }
+            if !columns.insert(mapping.column.clone()) {
+                return Err(invalid(&field, format!("column `{}` is already mapped", mapping.column)));
+            }
+            mappings.push(mapping);
+        }
+
+        let didomi = raw.didomi.ok_or_else(|| invalid("didomi", "is required"))?;
+        let didomi = DidomiSettings {
+            organization_id: required("didomi.organization_id", didomi.organization_id)?,
+            api_key: required_secret("didomi.api_key", didomi.api_key)?,
+            api_secret: required_secret("didomi.api_secret", didomi.api_secret)?,
+            regulation: match didomi.regulation {
+                None => DEFAULT_REGULATION.to_string(),
+                Some(r) => required("didomi.regulation", Some(r))?.to_ascii_lowercase(),
+            },
+        };
+
+        let webhook = raw
+            .didomi_webhook
+            .unwrap_or(RawDidomiWebhook { auth: WebhookAuthMode::Jwt, client_ids: vec![], allowed_source_ips: vec![] });
+        if webhook.auth == WebhookAuthMode::Jwt && webhook.client_ids.iter().all(|c| c.trim().is_empty()) {
+            return Err(invalid(
+                "didomi_webhook.client_ids",
+                "needs at least one client id when auth is \"jwt\" (use auth \"none\" only for local runs)",
+            ));
+        }
+        let allowed_source_ips = webhook
+            .allowed_source_ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                ip.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| invalid(format!("didomi_webhook.allowed_source_ips[{i}]"), "is not an IP address"))
+            })
+            .collect::<Result<_, _>>()?;
+        let didomi_webhook = DidomiWebhookAuth {
+            mode: webhook.auth,
+            client_ids: webhook.client_ids.into_iter().map(|c| c.trim().to_string()).collect(),
+            allowed_source_ips,
+        };
+
+        let dynamics_webhook_key = match raw.dynamics_webhook_key {
+            Some(key) if key.expose().len() < 16 => {
+                return Err(invalid("dynamics_webhook_key", "must be at least 16 characters (use a long random value)"))
+            }
+            other => other,
+        };
+
+        let authority_host =
+            base_url("authority_host", raw.authority_host.as_deref().unwrap_or(DEFAULT_AUTHORITY_HOST))?;
+        let didomi_api_url =
+            base_url("didomi_api_url", raw.didomi_api_url.as_deref().unwrap_or(DEFAULT_DIDOMI_API_URL))?;
+
+        Ok(Config {
+            client_id,
+            client_secret,
+            tenant_id,
+            server_instance,
+            upsert_mode: raw.upsert_mode,
+            contact_key,
+            mappings,
+            didomi,
+            didomi_webhook,
+            dynamics_webhook_key,
+            authority_host,
+            didomi_api_url,
+        })
+    }
+
+    /// The columns to read from a contact: the key and every column mapped
+    /// towards Dynamics.
+    pub fn columns_to_dynamics(&self) -> impl Iterator<Item = &str> {
+        self.mappings.iter().filter(|m| m.direction.to_dynamics()).map(|m| m.column.as_str())
+    }
+}
+
+/// serde_json appends "at line 1 column 42"; the field path already says where.
+fn strip_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(i) if !error.is_syntax() && !error.is_eof() => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid() -> Value {
+        json!({
+            "client_id": "00000000-0000-0000-0000-0000000000c1",
+            "client_secret": "s3cret",
+            "tenant_id": "contoso.onmicrosoft.com",
+            "server_instance": "https://contoso.crm4.dynamics.com/",
+            "mappings": [{"column": "donotbulkemail", "purpose": "marketing", "invert": true}],
+            "didomi": {"organization_id": "org", "api_key": "k", "api_secret": "s"},
+            "didomi_webhook": {"auth": "jwt", "client_ids": ["didomi"]}
+        })
+    }
+
+    fn error_of(value: Value) -> String {
+        Config::from_json(&value.to_string()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_minimal_configuration_gets_the_documented_defaults() {
+        let config = Config::from_json(&valid().to_string()).unwrap();
+        assert_eq!(config.server_instance, "https://contoso.crm4.dynamics.com");
+        assert_eq!(config.contact_key, "emailaddress1");
+        assert!(!config.upsert_mode);
+        assert_eq!(config.didomi.regulation, "gdpr");
+        assert_eq!(config.authority_host, "https://login.microsoftonline.com");
+        assert_eq!(config.didomi_api_url, "https://api.didomi.io/v1");
+        assert_eq!(config.didomi_webhook.mode, WebhookAuthMode::Jwt);
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        for field in ["client_id", "client_secret", "tenant_id", "server_instance", "mappings", "didomi"] {
+            let mut config = valid();
+            config.as_object_mut().unwrap().remove(field);
+            assert_eq!(error_of(config), format!("configuration field `{field}`: is required"));
+        }
+        let mut config = valid();
+        config["didomi"].as_object_mut().unwrap().remove("api_secret");
+        assert_eq!(error_of(config), "configuration field `didomi.api_secret`: is required");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_mappings_name_the_field_and_index() {
+        let mut config = valid();
+        config["upsert_mode"] = json!("yes");
+        assert_eq!(
+            error_of(config),
+            "configuration field `upsert_mode`: invalid type: string \"yes\", expected a boolean"
+        );
+
+        let mut config = valid();
+        config["mappings"] = json!([
+            {"column": "donotbulkemail", "purpose": "marketing"},
+            {"column": "donotemail", "purpose": "a", "channel": "b"}
+        ]);
+        assert_eq!(error_of(config), "configuration field `mappings[1]`: set `purpose` or `channel`, not both");
+
+        let mut config = valid();
+        config["mappings"] = json!([{"column": "donotemail", "channel": "email", "invert": "yes"}]);
+        assert!(error_of(config).starts_with("configuration field `mappings[0].invert`: invalid type"));
+
+        let mut config = valid();
+        config["mappings"] = json!([]);
+        assert_eq!(error_of(config), "configuration field `mappings`: needs at least one mapping");
+
+        let mut config = valid();
+        config["mappings"] = json!([
+            {"column": "donotemail", "channel": "email", "invert": true},
+            {"column": "donotemail", "purpose": "marketing", "invert": true}
+        ]);
+        assert_eq!(error_of(config), "configuration field `mappings[1]`: column `donotemail` is already mapped");
+
+        let mut config = valid();
+        config["mappings"] = json!([{"column": "emailaddress1", "purpose": "marketing"}]);
+        assert!(error_of(config).contains("`mappings[0]`: column `emailaddress1` is the contact_key"));
+    }
+
+    #[test]
+    fn urls_must_be_https_except_on_loopback() {
+        let mut config = valid();
+        config["server_instance"] = json!("http://contoso.crm4.dynamics.com");
+        assert!(error_of(config).starts_with("configuration field `server_instance`: must use https"));
+
+        for loopback in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"] {
+            let mut config = valid();
+            config["authority_host"] = json!(loopback);
+            config["didomi_api_url"] = json!(format!("{loopback}/v1"));
+            Config::from_json(&config.to_string()).unwrap();
+        }
+
+        let mut config = valid();
+        config["didomi_api_url"] = json!("http://10.0.0.1/v1");
+        assert!(error_of(config).starts_with("configuration field `didomi_api_url`: must use https"));
+
+        let mut config = valid();
+        config["server_instance"] = json!("https://contoso.crm4.dynamics.com/api/data/v9.2");
+        assert!(error_of(config).contains("root URL"));
+    }
+
+    #[test]
+    fn jwt_auth_needs_client_ids_and_ips_must_parse() {
+        let mut config = valid();
+        config["didomi_webhook"] = json!({"auth": "jwt", "client_ids": []});
+        assert!(error_of(config).starts_with("configuration field `didomi_webhook.client_ids`"));
+
+        let mut config = valid();
+        config["didomi_webhook"] = json!({"auth": "none", "allowed_source_ips": ["1.2.3.4", "nope"]});
+        assert_eq!(
+            error_of(config),
+            "configuration field `didomi_webhook.allowed_source_ips[1]`: is not an IP address"
+        );
+    }
+
+    #[test]
+    fn typos_are_rejected_and_errors_never_echo_secret_values() {
+        let mut config = valid();
+        config["upsert_mod"] = json!(true);
+        assert!(error_of(config).contains("unknown field `upsert_mod`"));
+
+        let mut config = valid();
+        config["client_secret"] = json!(4242);
+        let error = error_of(config);
+        assert_eq!(error, "configuration field `client_secret`: must be a non-empty string");
+
+        let config = Config::from_json(&valid().to_string()).unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn invalid_json_says_so() {
+        let error = Config::from_json("{\"client_id\": ").unwrap_err();
+        assert!(matches!(error, ConfigError::NotJson(_)), "{error}");
+    }
+}

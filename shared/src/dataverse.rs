@@ -1,0 +1,280 @@
+//! The Dataverse Web API, as far as consent-sync uses it: find contacts by
+//! the key column, update changed columns, create contacts, `WhoAmI`.
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::retry::{Deadline, Replay, RetryPolicy, SendError};
+use crate::token::{dataverse_token_key, request_dataverse_token, TokenCache, TokenError};
+
+pub const API_PATH: &str = "/api/data/v9.2";
+
+/// Everything but RFC 3986's unreserved characters is percent-encoded, so
+/// that `+ & # % / ? = '` inside a value can never read as query syntax.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// An OData string literal: single quotes inside are doubled.
+pub fn odata_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Percent-encodes one query parameter value.
+pub fn encode_query_value(value: &str) -> String {
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
+/// One contact row: its id and the columns that were read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub id: String,
+    pub columns: Map<String, Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataverseError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("Dataverse unavailable: {0}")]
+    Unavailable(#[from] SendError),
+    #[error("Dataverse answered HTTP {status}{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Api { status: u16, code: Option<String>, message: String },
+    #[error("Dataverse answered in an unexpected form: {0}")]
+    BadAnswer(String),
+}
+
+impl DataverseError {
+    /// True when the same request may succeed later (throttling, outages);
+    /// false when it needs a change of configuration or data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DataverseError::Token(e) => e.is_transient(),
+            DataverseError::Unavailable(_) => true,
+            DataverseError::Api { status, .. } => *status == 429 || *status >= 500,
+            DataverseError::BadAnswer(_) => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ODataError {
+    error: ODataErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ODataErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Rows {
+    value: Vec<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct WhoAmI {
+    user_id: String,
+}
+
+/// What stays the same from one invocation to the next: the HTTP client
+/// (and its pooled connections), the cached token and the retry policy.
+#[derive(Debug)]
+pub struct DataverseClient {
+    pub http: reqwest::Client,
+    pub tokens: TokenCache,
+    pub policy: RetryPolicy,
+}
+
+/// The client bound to one configuration and one invocation's deadline.
+pub struct Dataverse<'a> {
+    client: &'a DataverseClient,
+    config: &'a Config,
+    deadline: Deadline,
+}
+
+impl DataverseClient {
+    pub fn new(http: reqwest::Client, policy: RetryPolicy) -> Self {
+        DataverseClient { http, tokens: TokenCache::default(), policy }
+    }
+
+    pub fn session<'a>(&'a self, config: &'a Config, deadline: Deadline) -> Dataverse<'a> {
+        Dataverse { client: self, config, deadline }
+    }
+}
+
+impl Dataverse<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{API_PATH}/{path}", self.config.server_instance)
+    }
+
+    async fn token(&self) -> Result<crate::secret::Secret, TokenError> {
+        let client = self.client;
+        client
+            .tokens
+            .get(dataverse_token_key(self.config), || {
+                request_dataverse_token(&client.http, &client.policy, self.deadline, self.config)
+            })
+            .await
+    }
+
+    /// Sends one request with retries; a 401 refreshes the token once, since
+    /// a token can be revoked or expire early.
+    async fn send(&self, method: Method, url: &str, body: Option<&Value>, replay: Replay) -> Result<Response, DataverseError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.token().await?;
+            let response = self
+                .client
+                .policy
+                .send(self.deadline, replay, || {
+                    let mut request = self
+                        .client
+                        .http
+                        .request(method.clone(), url)
+                        .bearer_auth(token.expose())
+                        .header("Accept", "application/json")
+                        .header("OData-MaxVersion", "4.0")
+                        .header("OData-Version", "4.0");
+                    if method == Method::PATCH {
+                        // Update only: never create a contact by accident.
+                        request = request.header("If-Match", "*");
+                    }
+                    if let Some(body) = body {
+                        request = request.json(body);
+                    }
+                    request
+                })
+                .await?;
+            if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                self.client.tokens.reject(&token).await;
+                refreshed = true;
+                continue;
+            }
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            return Err(api_error(response).await);
+        }
+    }
+
+    /// The contacts whose `contact_key` column equals `key` (Dataverse
+    /// compares strings case-insensitively), with the given columns.
+    pub async fn find_contacts(&self, key: &str, columns: &[&str]) -> Result<Vec<Contact>, DataverseError> {
+        let mut select = vec!["contactid"];
+        select.extend(columns.iter().copied().filter(|c| *c != "contactid"));
+        let filter = format!("{} eq {}", self.config.contact_key, odata_string(key));
+        let url = format!(
+            "{}?$select={}&$filter={}",
+            self.url("contacts"),
+            encode_query_value(&select.join(",")),
+            encode_query_value(&filter)
+        );
+        let response = self.send(Method::GET, &url, None, Replay::Safe).await?;
+        let rows: Rows = response
+            .json()
+            .await
+            .map_err(|_| DataverseError::BadAnswer("the contacts query did not return an OData collection".into()))?;
+        rows.value
+            .into_iter()
+            .map(|mut row| {
+                let id = match row.remove("contactid") {
+                    Some(Value::String(id)) => id,
+                    _ => return Err(DataverseError::BadAnswer("a contact row has no contactid".into())),
+                };
+                row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
+                Ok(Contact { id, columns: row })
+            })
+            .collect()
+    }
+
+    /// Writes `changes` to an existing contact (404 when it is gone).
+    pub async fn update_contact(&self, id: &str, changes: &Map<String, Value>) -> Result<(), DataverseError> {
+        let url = self.url(&format!("contacts({})", guid(id)?));
+        self.send(Method::PATCH, &url, Some(&Value::Object(changes.clone())), Replay::Safe).await?;
+        Ok(())
+    }
+
+    /// Creates a contact and returns its id. Not repeated after an unclear
+    /// outcome, which could create it twice; the sender's redelivery finds it.
+    pub async fn create_contact(&self, fields: &Map<String, Value>) -> Result<String, DataverseError> {
+        let url = self.url("contacts");
+        let response =
+            self.send(Method::POST, &url, Some(&Value::Object(fields.clone())), Replay::OnlyIfNotProcessed).await?;
+        let entity_id = response
+            .headers()
+            .get("OData-EntityId")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| DataverseError::BadAnswer("the created contact's OData-EntityId header is missing".into()))?;
+        entity_id
+            .rsplit_once('(')
+            .and_then(|(_, rest)| rest.strip_suffix(')'))
+            .map(str::to_string)
+            .ok_or_else(|| DataverseError::BadAnswer("the OData-EntityId header holds no id".into()))
+    }
+
+    /// The id of the user this application acts as.
+    pub async fn who_am_i(&self) -> Result<String, DataverseError> {
+        let response = self.send(Method::GET, &self.url("WhoAmI"), None, Replay::Safe).await?;
+        let who: WhoAmI =
+            response.json().await.map_err(|_| DataverseError::BadAnswer("WhoAmI returned no UserId".into()))?;
+        Ok(who.user_id)
+    }
+}
+
+/// A GUID as it may appear in a URL path; anything else is refused here
+/// rather than spliced into the request.
+fn guid(id: &str) -> Result<&str, DataverseError> {
+    let ok = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(DataverseError::BadAnswer("a contact id is not a GUID".into()))
+    }
+}
+
+async fn api_error(response: Response) -> DataverseError {
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ODataError>(&body) {
+        Ok(ODataError { error }) => DataverseError::Api {
+            status,
+            code: error.code,
+            message: error.message.unwrap_or_default().chars().take(500).collect(),
+        },
+        Err(_) => DataverseError::Api {
+            status,
+            code: None,
+            message: StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_literals_double_quotes_and_values_are_fully_encoded() {
+        assert_eq!(odata_string("o'brien"), "'o''brien'");
+        let filter = format!("emailaddress1 eq {}", odata_string("o'brien+news&co@example.com"));
+        assert_eq!(
+            encode_query_value(&filter),
+            "emailaddress1%20eq%20%27o%27%27brien%2Bnews%26co%40example.com%27"
+        );
+        assert_eq!(encode_query_value("a#b%c/d?e=f"), "a%23b%25c%2Fd%3Fe%3Df");
+    }
+
+    #[test]
+    fn only_guids_reach_a_url_path() {
+        assert!(guid("6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c").is_ok());
+        assert!(guid("x') or (1 eq 1").is_err());
+    }
+}

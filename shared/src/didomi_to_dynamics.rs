@@ -1,0 +1,224 @@
+//! The `didomi-to-dynamics` function: a Didomi webhook delivery becomes
+//! updates of the matching Dataverse contacts.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, ConfigError};
+use crate::config_source::ConfigCache;
+use crate::dataverse::{DataverseClient, DataverseError};
+use crate::didomi_webhook::{parse_delivery, ConsentChange, Delivery};
+use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
+use crate::logging::{pseudonym, redact};
+use crate::mapping::columns_from_consents;
+use crate::retry::Deadline;
+use crate::token::TokenError;
+
+/// What the function keeps between invocations: the configuration and the
+/// Dataverse client with its token and connections.
+#[derive(Debug)]
+pub struct DidomiToDynamics {
+    pub config: ConfigCache,
+    pub dataverse: DataverseClient,
+}
+
+/// The result of a delivery that was handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Updated { contacts: usize, columns: BTreeSet<String> },
+    Created { contact_id: String },
+    Skipped { reason: String },
+}
+
+impl Outcome {
+    fn skipped(reason: impl Into<String>) -> Self {
+        Outcome::Skipped { reason: reason.into() }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            Outcome::Updated { contacts, columns } => {
+                json!({"outcome": "updated", "contacts": contacts, "columns": columns})
+            }
+            Outcome::Created { contact_id } => json!({"outcome": "created", "contact_id": contact_id}),
+            Outcome::Skipped { reason } => json!({"outcome": "skipped", "reason": reason}),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Updated { .. } => "updated",
+            Outcome::Created { .. } => "created",
+            Outcome::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+impl DidomiToDynamics {
+    /// Handles one HTTP request. A configuration that cannot be loaded fails
+    /// the invocation itself (`Err`), so that it shows as a function error
+    /// naming the field; every other failure is an HTTP answer.
+    pub async fn handle(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        deadline: Deadline,
+    ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
+        let started = Instant::now();
+        if let Err(rejection) = require_post(request) {
+            return Ok(rejected(rejection, started));
+        }
+        let config = self.config.get().await.inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
+        let change = match authenticate_didomi(request, &config.didomi_webhook)
+            .and_then(|()| body_bytes(request))
+            .and_then(|body| parse_delivery(&body).map_err(|e| Rejection::new(400, e.0)))
+        {
+            Ok(Delivery::Change(change)) => change,
+            Ok(Delivery::Deleted { kind }) => {
+                let outcome = Outcome::skipped(format!("{kind}: deletions are not synced"));
+                return Ok(answered(&kind, None, &outcome, started));
+            }
+            Err(rejection) => return Ok(rejected(rejection, started)),
+        };
+        let user = change.organization_user_id.as_deref().map(pseudonym);
+        match apply(&config, &self.dataverse, &change, deadline).await {
+            Ok(outcome) => Ok(answered(&change.kind, user.as_deref(), &outcome, started)),
+            Err(error) => {
+                let message = redact(&error.to_string(), change.organization_user_id.as_deref().unwrap_or_default());
+                let status = failure_status(&error);
+                tracing::error!(
+                    kind = %change.kind,
+                    user = user.as_deref().unwrap_or("-"),
+                    status,
+                    error = %message,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "delivery failed; not acknowledged"
+                );
+                Ok(Rejection::new(status, message).into())
+            }
+        }
+    }
+}
+
+/// 503 when trying again later may work (Didomi redelivers), 502 when
+/// Dataverse or Entra ID refused what consent-sync sent: a configuration or
+/// data problem for the operator.
+fn failure_status(error: &DataverseError) -> u16 {
+    match error {
+        DataverseError::Token(TokenError::Refused { .. }) if !error.is_transient() => 500,
+        _ if error.is_transient() => 503,
+        _ => 502,
+    }
+}
+
+fn rejected(rejection: Rejection, started: Instant) -> ApiGatewayV2httpResponse {
+    tracing::warn!(
+        status = rejection.status,
+        error = %rejection.message,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request rejected"
+    );
+    rejection.into()
+}
+
+fn answered(kind: &str, user: Option<&str>, outcome: &Outcome, started: Instant) -> ApiGatewayV2httpResponse {
+    let body = outcome.to_json();
+    let reason = body.get("reason").and_then(serde_json::Value::as_str);
+    let columns = body.get("columns").map(|c| c.to_string());
+    tracing::info!(
+        kind,
+        user = user.unwrap_or("-"),
+        outcome = outcome.name(),
+        reason,
+        columns,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "delivery handled"
+    );
+    json_response(200, &body)
+}
+
+/// Brings the matching contacts in line with the delivery.
+pub async fn apply(
+    config: &Config,
+    dataverse: &DataverseClient,
+    change: &ConsentChange,
+    deadline: Deadline,
+) -> Result<Outcome, DataverseError> {
+    if !change.is_confirmed() {
+        let status = change.status.as_deref().unwrap_or_default();
+        return Ok(Outcome::skipped(format!("the event is not confirmed (status {status:?})")));
+    }
+    let regulation = change.regulation.as_deref().unwrap_or(crate::config::DEFAULT_REGULATION);
+    if !regulation.eq_ignore_ascii_case(&config.didomi.regulation) {
+        return Ok(Outcome::skipped(format!(
+            "regulation {regulation:?} is not the configured {:?}",
+            config.didomi.regulation
+        )));
+    }
+    if change.is_own_echo() {
+        return Ok(Outcome::skipped("written by consent-sync from Dynamics; not synced back"));
+    }
+    let Some(user_id) = change.organization_user_id.as_deref() else {
+        return Ok(Outcome::skipped("the delivery has no organization_user_id"));
+    };
+    let desired = columns_from_consents(&config.mappings, &change.consents);
+    if desired.is_empty() {
+        return Ok(Outcome::skipped("no mapped purpose or channel has a choice in this delivery"));
+    }
+
+    let session = dataverse.session(config, deadline);
+    let columns: Vec<&str> = desired.keys().map(String::as_str).collect();
+    let contacts = session.find_contacts(user_id, &columns).await?;
+
+    if contacts.is_empty() {
+        if !config.upsert_mode {
+            return Ok(Outcome::skipped("no contact matches and upsert_mode is off"));
+        }
+        let mut fields = desired;
+        fields.insert(config.contact_key.clone(), Value::String(user_id.to_string()));
+        let contact_id = session.create_contact(&fields).await?;
+        return Ok(Outcome::Created { contact_id });
+    }
+
+    let mut updated = 0;
+    let mut changed_columns = BTreeSet::new();
+    for contact in &contacts {
+        let changes = differences(&desired, &contact.columns);
+        if changes.is_empty() {
+            continue;
+        }
+        session.update_contact(&contact.id, &changes).await?;
+        updated += 1;
+        changed_columns.extend(changes.keys().cloned());
+    }
+    if updated == 0 {
+        return Ok(Outcome::skipped("the contact is already up to date"));
+    }
+    Ok(Outcome::Updated { contacts: updated, columns: changed_columns })
+}
+
+/// The desired columns whose current value differs. Writing an unchanged
+/// value is not free in Dataverse: it fires plugins, webhooks (including our
+/// own, which would echo) and audit entries.
+pub fn differences(desired: &Map<String, Value>, current: &Map<String, Value>) -> Map<String, Value> {
+    desired
+        .iter()
+        .filter(|(column, value)| current.get(*column).unwrap_or(&Value::Null) != *value)
+        .map(|(column, value)| (column.clone(), value.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_differing_columns_are_written() {
+        let desired = json!({"donotbulkemail": true, "donotemail": false, "new_topics": "news"});
+        let current = json!({"donotbulkemail": true, "donotemail": null});
+        let changes = differences(desired.as_object().unwrap(), current.as_object().unwrap());
+        assert_eq!(Value::Object(changes), json!({"donotemail": false, "new_topics": "news"}));
+    }
+}

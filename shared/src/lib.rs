@@ -1,0 +1,36 @@
+//! consent-sync keeps consent and preference choices collected in Didomi in
+//! step with Dataverse (Dynamics 365) contacts.
+//!
+//! This crate holds everything the Lambda functions and the operator CLI
+//! share: the configuration and where it is read from, token acquisition,
+//! the Dataverse client, the attribute mapping, and the webhook handlers.
+
+pub mod config;
+pub mod config_source;
+pub mod consents;
+pub mod dataverse;
+pub mod didomi_to_dynamics;
+pub mod didomi_webhook;
+pub mod gateway;
+pub mod logging;
+pub mod mapping;
+pub mod retry;
+pub mod secret;
+pub mod token;
+
+pub use config::{Config, ConfigError};
+pub use config_source::{ConfigCache, ConfigSource};
+pub use didomi_to_dynamics::DidomiToDynamics;
+pub use retry::{Deadline, RetryPolicy};
+
+/// The HTTP client every downstream call goes through: rustls, pooled
+/// connections kept warm between invocations, a connect timeout well inside
+/// any invocation budget.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .pool_idle_timeout(std::time::Duration::from_secs(50))
+        .user_agent(concat!("consent-sync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the TLS backend initialises")
+}
