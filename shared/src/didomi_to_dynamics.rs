@@ -58,6 +58,22 @@ impl Outcome {
 }
 
 impl DidomiToDynamics {
+    /// Builds the function's state from the Lambda environment
+    /// (`CONFIG_SECRET_ID`, `CONFIG_CACHE_SECONDS`, the AWS variables). The
+    /// secret itself is read on the first invocation.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let ttl = crate::config_source::cache_ttl_from_env()?;
+        let source = crate::config_source::ConfigSource::from_env().await?;
+        Ok(Self::new(source, ttl))
+    }
+
+    pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
+        DidomiToDynamics {
+            config: ConfigCache::new(source, ttl),
+            dataverse: DataverseClient::new(crate::http_client(), crate::retry::RetryPolicy::default()),
+        }
+    }
+
     /// Handles one HTTP request. A configuration that cannot be loaded fails
     /// the invocation itself (`Err`), so that it shows as a function error
     /// naming the field; every other failure is an HTTP answer.

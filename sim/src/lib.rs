@@ -1,1 +1,241 @@
+//! Local stand-ins for the services consent-sync talks to, speaking their
+//! documented wire formats on 127.0.0.1:
+//!
+//! - [`Simulator`]: the Entra ID token endpoint (client credentials) and the
+//!   Dataverse Web API (`contacts`, `WhoAmI`), with injectable faults;
+//! - [`gateway`]: API Gateway's HTTP API, turning HTTP requests into
+//!   payload v2.0 events for a function handler;
+//! - [`runtime_api`]: the Lambda Runtime API, to run a compiled function
+//!   binary as Lambda does.
 
+pub mod dataverse;
+pub mod entra;
+pub mod gateway;
+pub mod runtime_api;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use dataverse::ColumnType;
+
+/// The identity the simulated environment expects.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The application user's `systemuserid`, returned by `WhoAmI`.
+    pub application_user_id: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            tenant_id: "00000000-0000-0000-0000-0000000000a1".into(),
+            client_id: "00000000-0000-0000-0000-0000000000c1".into(),
+            client_secret: "local-client-secret".into(),
+            application_user_id: "00000000-0000-0000-0000-0000000000e1".into(),
+        }
+    }
+}
+
+/// A failure to answer with, instead of serving a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this status and an OData (or OAuth) error body.
+    Status { status: u16, retry_after: Option<u64> },
+    /// Wait this long, then serve the request normally: a slow service.
+    Delay(Duration),
+}
+
+/// One request as the simulator received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub method: String,
+    /// The path with the query exactly as sent (percent-encoding included).
+    pub path_and_query: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<Value>,
+}
+
+#[derive(Debug, Default)]
+pub struct SimState {
+    pub identity: Identity,
+    /// Base URL, e.g. `http://127.0.0.1:4567`.
+    pub base_url: String,
+    pub issued_tokens: HashSet<String>,
+    pub token_requests: usize,
+    /// `expires_in` of issued tokens; `as_text` mimics the v1 endpoint's string.
+    pub token_lifetime: u64,
+    pub token_lifetime_as_text: bool,
+    pub columns: BTreeMap<String, ColumnType>,
+    pub contacts: Vec<Map<String, Value>>,
+    pub dataverse_faults: VecDeque<Fault>,
+    pub token_faults: VecDeque<Fault>,
+    pub requests: Vec<Recorded>,
+}
+
+/// The running simulator. Dropping it stops the server.
+pub struct Simulator {
+    pub url: String,
+    state: Arc<Mutex<SimState>>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Sample contacts for the local run and the tests.
+pub fn sample_contacts() -> Vec<Map<String, Value>> {
+    let contact = |id: &str, first: &str, last: &str, email: &str| {
+        let mut row = Map::new();
+        row.insert("contactid".into(), Value::String(id.into()));
+        row.insert("firstname".into(), Value::String(first.into()));
+        row.insert("lastname".into(), Value::String(last.into()));
+        row.insert("emailaddress1".into(), Value::String(email.into()));
+        row
+    };
+    vec![
+        contact("6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c", "Jane", "Doe", "jane.doe@example.com"),
+        contact("3b0e6f2a-8c1d-4e5f-a6b7-c8d9e0f1a2b3", "Seán", "O'Brien", "o'brien+news&co@example.com"),
+        contact("9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "Ada", "Lovelace", "ada@example.com"),
+    ]
+}
+
+impl Simulator {
+    /// Starts on an ephemeral loopback port with the standard contact
+    /// columns and the given contacts (unset columns get their defaults).
+    pub async fn start(identity: Identity, contacts: Vec<Map<String, Value>>) -> std::io::Result<Simulator> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let columns = dataverse::standard_columns();
+        let contacts = contacts.into_iter().map(|c| dataverse::with_defaults(&columns, c)).collect();
+        let state = Arc::new(Mutex::new(SimState {
+            identity,
+            base_url: url.clone(),
+            token_lifetime: 3599,
+            columns,
+            contacts,
+            ..SimState::default()
+        }));
+        let app = axum::Router::new().fallback(dispatch).with_state(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Simulator { url, state, server })
+    }
+
+    /// Locks the state, to seed, inspect or inject faults.
+    pub fn state(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn contact_by_id(&self, id: &str) -> Option<Map<String, Value>> {
+        self.state().contacts.iter().find(|c| c.get("contactid").and_then(Value::as_str) == Some(id)).cloned()
+    }
+
+    /// Contacts whose column equals `value`, compared as Dataverse compares strings.
+    pub fn contacts_where(&self, column: &str, value: &str) -> Vec<Map<String, Value>> {
+        self.state()
+            .contacts
+            .iter()
+            .filter(|c| c.get(column).and_then(Value::as_str).is_some_and(|v| v.to_lowercase() == value.to_lowercase()))
+            .cloned()
+            .collect()
+    }
+
+    /// The Dataverse requests received so far (token requests excluded).
+    pub fn dataverse_requests(&self) -> Vec<Recorded> {
+        self.state().requests.iter().filter(|r| r.path_and_query.starts_with("/api/")).cloned().collect()
+    }
+
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.dataverse_requests().into_iter().filter(|r| r.method != "GET").collect()
+    }
+
+    pub fn token_requests(&self) -> usize {
+        self.state().token_requests
+    }
+
+    /// The next `times` Dataverse requests fail with `fault`.
+    pub fn fail_dataverse(&self, times: usize, fault: Fault) {
+        let mut state = self.state();
+        state.dataverse_faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    pub fn fail_token_endpoint(&self, times: usize, fault: Fault) {
+        let mut state = self.state();
+        state.token_faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Invalidates every token issued so far: the next Dataverse call gets 401.
+    pub fn revoke_tokens(&self) {
+        self.state().issued_tokens.clear();
+    }
+
+    pub fn clear_requests(&self) {
+        self.state().requests.clear();
+    }
+}
+
+async fn dispatch(
+    State(state): State<Arc<Mutex<SimState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or_default().to_string();
+    let is_token = path.ends_with("/oauth2/v2.0/token");
+    let fault = {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        state.requests.push(Recorded {
+            method: method.to_string(),
+            path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            headers: headers
+                .iter()
+                .filter(|(name, _)| *name != "authorization")
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect(),
+            body: serde_json::from_slice(&body).ok(),
+        });
+        if is_token {
+            state.token_faults.pop_front()
+        } else {
+            state.dataverse_faults.pop_front()
+        }
+    };
+    match fault {
+        Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Fault::Status { status, retry_after }) => {
+            return if is_token {
+                entra::fault_response(status, retry_after)
+            } else {
+                dataverse::fault_response(status, retry_after)
+            }
+        }
+        None => {}
+    }
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if is_token {
+        entra::token(&mut state, &method, &path, &body)
+    } else if let Some(rest) = path.strip_prefix(dataverse::API_PATH) {
+        dataverse::serve(&mut state, &method, rest, &query, &headers, &body)
+    } else {
+        dataverse::odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'."))
+    }
+}

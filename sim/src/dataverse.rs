@@ -1,0 +1,324 @@
+//! The Dataverse Web API (`/api/data/v9.2/`), as far as consent-sync uses
+//! it: the `contacts` entity set with `$select` and `$filter` (`column eq
+//! 'literal'`), PATCH, POST, `WhoAmI`, and OData error bodies.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::SimState;
+
+pub const API_PATH: &str = "/api/data/v9.2";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Uniqueidentifier,
+    String,
+    Boolean,
+    /// A choice (option set): an integer in JSON.
+    Picklist,
+}
+
+/// The contact columns the simulated environment has: the standard consent
+/// columns, and a few custom ones (`new_` prefix) for preferences.
+pub fn standard_columns() -> BTreeMap<String, ColumnType> {
+    use ColumnType::*;
+    [
+        ("contactid", Uniqueidentifier),
+        ("firstname", String),
+        ("lastname", String),
+        ("emailaddress1", String),
+        ("emailaddress2", String),
+        ("mobilephone", String),
+        ("donotemail", Boolean),
+        ("donotbulkemail", Boolean),
+        ("donotphone", Boolean),
+        ("donotfax", Boolean),
+        ("donotpostalmail", Boolean),
+        ("donotbulkpostalmail", Boolean),
+        ("donotsendmm", Boolean),
+        ("followemail", Boolean),
+        ("msdyn_gdproptout", Boolean),
+        ("preferredcontactmethodcode", Picklist),
+        ("new_topics", String),
+        ("new_sports", Boolean),
+        ("new_news", Boolean),
+        ("new_profiling", Picklist),
+    ]
+    .into_iter()
+    .map(|(name, kind)| (name.to_string(), kind))
+    .collect()
+}
+
+/// A new row's defaults, as Dataverse fills them in.
+pub fn with_defaults(columns: &BTreeMap<String, ColumnType>, mut row: Map<String, Value>) -> Map<String, Value> {
+    for (name, kind) in columns {
+        let default = match (name.as_str(), kind) {
+            ("followemail", _) => Value::Bool(true),
+            ("preferredcontactmethodcode", _) => json!(1),
+            (_, ColumnType::Boolean) => Value::Bool(false),
+            _ => Value::Null,
+        };
+        row.entry(name.clone()).or_insert(default);
+    }
+    row
+}
+
+pub fn odata_error(status: u16, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message}});
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response()
+}
+
+pub fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
+    let (code, message) = match status {
+        429 => (
+            "0x80072322",
+            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+        ),
+        503 => ("0x80072321", "The service is temporarily unavailable."),
+        401 => ("0x80072560", "The user is not a member of the organization."),
+        _ => ("0x80040216", "An unexpected error occurred."),
+    };
+    let mut response = odata_error(status, code, message);
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn unauthorized() -> Response {
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=invalid_token, error_description=Error identified in Payload provided by the user for Authorization, authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize"),
+    );
+    response
+}
+
+fn no_property(name: &str) -> Response {
+    odata_error(
+        400,
+        "0x80060888",
+        &format!("Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.contact'."),
+    )
+}
+
+pub fn serve(
+    state: &mut SimState,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| state.issued_tokens.contains(t)) {
+        return unauthorized();
+    }
+    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let path = path.trim_start_matches('/');
+    match (method, path) {
+        (&Method::GET, "WhoAmI") => axum::Json(json!({
+            "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", state.base_url),
+            "BusinessUnitId": "00000000-0000-0000-0000-0000000000b1",
+            "UserId": state.identity.application_user_id,
+            "OrganizationId": "00000000-0000-0000-0000-0000000000f1"
+        }))
+        .into_response(),
+        (&Method::GET, "contacts") => query_contacts(state, &params),
+        (&Method::POST, "contacts") => create_contact(state, body),
+        (method, path) => match path.strip_prefix("contacts(").and_then(|p| p.strip_suffix(')')) {
+            Some(id) if method == Method::GET => get_contact(state, id, &params),
+            Some(id) if method == Method::PATCH => update_contact(state, id, headers, body),
+            _ => odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'.")),
+        },
+    }
+}
+
+fn select<'a>(state: &SimState, params: &'a HashMap<String, String>) -> Result<Option<Vec<&'a str>>, Response> {
+    let Some(select) = params.get("$select") else { return Ok(None) };
+    let columns: Vec<&str> = select.split(',').map(str::trim).collect();
+    if let Some(unknown) = columns.iter().find(|c| !state.columns.contains_key(**c)) {
+        return Err(no_property(unknown));
+    }
+    Ok(Some(columns))
+}
+
+fn project(state: &SimState, row: &Map<String, Value>, columns: &Option<Vec<&str>>) -> Value {
+    let mut out = Map::new();
+    out.insert("@odata.etag".into(), json!(format!("W/\"{}\"", row.get("versionnumber").and_then(Value::as_u64).unwrap_or(1))));
+    match columns {
+        Some(columns) => {
+            for column in columns {
+                out.insert(column.to_string(), row.get(*column).cloned().unwrap_or(Value::Null));
+            }
+            out.insert("contactid".into(), row["contactid"].clone());
+        }
+        None => {
+            for name in state.columns.keys() {
+                out.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// Parses `column eq 'literal'`, where a quote inside the literal is doubled.
+/// Anything else is a syntax error, as it would be for Dataverse's parser
+/// when a quote is not escaped.
+fn parse_filter(filter: &str) -> Result<(String, String), String> {
+    let syntax = |position: usize| format!("Syntax error at position {position} in '{filter}'.");
+    let (column, rest) = filter.trim().split_once(' ').ok_or_else(|| syntax(filter.len()))?;
+    let rest = rest.trim_start();
+    let literal = rest.strip_prefix("eq ").ok_or_else(|| syntax(column.len() + 1))?.trim();
+    let inner = literal
+        .strip_prefix('\'')
+        .and_then(|l| l.strip_suffix('\''))
+        .ok_or_else(|| syntax(filter.len()))?;
+    let mut value = String::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            if chars.next() != Some('\'') {
+                return Err(syntax(filter.find(literal).unwrap_or(0) + value.len() + 2));
+            }
+        }
+        value.push(c);
+    }
+    Ok((column.to_string(), value))
+}
+
+fn query_contacts(state: &SimState, params: &HashMap<String, String>) -> Response {
+    let columns = match select(state, params) {
+        Ok(columns) => columns,
+        Err(response) => return response,
+    };
+    let matches: Vec<&Map<String, Value>> = match params.get("$filter") {
+        None => state.contacts.iter().collect(),
+        Some(filter) => {
+            let (column, value) = match parse_filter(filter) {
+                Ok(parsed) => parsed,
+                Err(message) => return odata_error(400, "0x80060888", &message),
+            };
+            if !state.columns.contains_key(&column) {
+                return no_property(&column);
+            }
+            // String comparison in Dataverse is case-insensitive.
+            let wanted = value.to_lowercase();
+            state
+                .contacts
+                .iter()
+                .filter(|row| row.get(&column).and_then(Value::as_str).is_some_and(|v| v.to_lowercase() == wanted))
+                .collect()
+        }
+    };
+    let context_columns = columns.as_ref().map(|c| c.join(",")).unwrap_or_default();
+    axum::Json(json!({
+        "@odata.context": format!("{}{API_PATH}/$metadata#contacts({context_columns})", state.base_url),
+        "value": matches.iter().map(|row| project(state, row, &columns)).collect::<Vec<_>>()
+    }))
+    .into_response()
+}
+
+fn does_not_exist(id: &str) -> Response {
+    odata_error(404, "0x80040217", &format!("contact With Id = {id} Does Not Exist"))
+}
+
+fn get_contact(state: &SimState, id: &str, params: &HashMap<String, String>) -> Response {
+    let columns = match select(state, params) {
+        Ok(columns) => columns,
+        Err(response) => return response,
+    };
+    match state.contacts.iter().find(|row| row["contactid"] == id) {
+        Some(row) => axum::Json(project(state, row, &columns)).into_response(),
+        None => does_not_exist(id),
+    }
+}
+
+/// Checks a request body's columns against the table's types.
+fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Response> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Err(odata_error(400, "0x80040216", "The request body is not a JSON object."));
+    };
+    for (name, value) in &fields {
+        let Some(kind) = state.columns.get(name) else {
+            return Err(odata_error(
+                400,
+                "0x80060888",
+                &format!("Invalid property '{name}' was found in entity 'Microsoft.Dynamics.CRM.contact'."),
+            ));
+        };
+        let fits = match kind {
+            ColumnType::Boolean => value.is_boolean(),
+            ColumnType::String | ColumnType::Uniqueidentifier => value.is_string() || value.is_null(),
+            ColumnType::Picklist => value.is_i64() || value.is_null(),
+        };
+        if !fits {
+            return Err(odata_error(
+                400,
+                "0x80048d19",
+                &format!("Error identified in Payload provided by the user for Entity :'contacts', Cannot convert the literal '{value}' to the expected type for '{name}'."),
+            ));
+        }
+    }
+    Ok(fields)
+}
+
+fn update_contact(state: &mut SimState, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let fields = match validate(state, body) {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    let columns = state.columns.clone();
+    match state.contacts.iter_mut().find(|row| row["contactid"] == id) {
+        Some(row) => {
+            let version = row.get("versionnumber").and_then(Value::as_u64).unwrap_or(1);
+            row.extend(fields);
+            row.insert("versionnumber".into(), json!(version + 1));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        // `If-Match: *` forbids the upsert that PATCH would otherwise do.
+        None if headers.get(header::IF_MATCH).is_some() => does_not_exist(id),
+        None => {
+            let mut row = fields;
+            row.insert("contactid".into(), json!(id));
+            state.contacts.push(with_defaults(&columns, row));
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+fn create_contact(state: &mut SimState, body: &[u8]) -> Response {
+    let mut row = match validate(state, body) {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    row.insert("contactid".into(), json!(id));
+    let row = with_defaults(&state.columns, row);
+    state.contacts.push(row);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
+    response.headers_mut().insert("OData-EntityId", HeaderValue::from_str(&entity_id).expect("ascii"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_unescape_doubled_quotes_and_reject_lone_ones() {
+        assert_eq!(
+            parse_filter("emailaddress1 eq 'o''brien+news&co@example.com'").unwrap(),
+            ("emailaddress1".into(), "o'brien+news&co@example.com".into())
+        );
+        assert!(parse_filter("emailaddress1 eq 'o'brien@example.com'").unwrap_err().starts_with("Syntax error"));
+        assert!(parse_filter("emailaddress1 gt 'a'").is_err());
+    }
+}
