@@ -239,3 +239,21 @@ async fn dispatch(
         dataverse::odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'."))
     }
 }
+
+/// The configuration the local run starts from (`events/local-config.json`).
+pub const LOCAL_CONFIG: &str = include_str!("../../events/local-config.json");
+
+impl Simulator {
+    /// `events/local-config.json` pointed at this simulator and its identity.
+    pub fn config(&self) -> Value {
+        let mut config: Value = serde_json::from_str(LOCAL_CONFIG).expect("events/local-config.json is valid JSON");
+        let identity = self.state().identity.clone();
+        config["server_instance"] = Value::String(self.url.clone());
+        config["authority_host"] = Value::String(self.url.clone());
+        config["didomi_api_url"] = Value::String(format!("{}/v1", self.url));
+        config["tenant_id"] = Value::String(identity.tenant_id);
+        config["client_id"] = Value::String(identity.client_id);
+        config["client_secret"] = Value::String(identity.client_secret);
+        config
+    }
+}

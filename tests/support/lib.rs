@@ -1,1 +1,100 @@
+//! Test support: a function wired to the simulators, sample deliveries, and
+//! the external processes the end-to-end tests need (moto's Secrets Manager).
 
+pub mod moto;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use consent_sync::{ConfigSource, Deadline, DidomiToDynamics};
+use consent_sync_sim::{sample_contacts, Identity, Simulator};
+use serde_json::Value;
+
+pub const JANE: &str = "6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c";
+pub const OBRIEN: &str = "3b0e6f2a-8c1d-4e5f-a6b7-c8d9e0f1a2b3";
+
+/// A sample payload from `events/`.
+pub fn sample(name: &str) -> String {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A sample delivery with its user replaced, as JSON text.
+pub fn sample_for(name: &str, organization_user_id: &str) -> String {
+    sample(name).replace("jane.doe@example.com", organization_user_id)
+}
+
+/// The v2.0 event API Gateway would deliver for this request.
+pub fn http_event(method: &str, body: &str, source_ip: &str, jwt_claims: Option<Value>) -> ApiGatewayV2httpRequest {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("user-agent", HeaderValue::from_static("Didomi-Webhooks/1.0"));
+    let event = consent_sync_sim::gateway::event(
+        &Method::from_bytes(method.as_bytes()).unwrap(),
+        &Uri::from_static("/"),
+        &headers,
+        body.as_bytes(),
+        source_ip,
+        jwt_claims.as_ref().and_then(Value::as_object),
+    );
+    serde_json::from_value(event).unwrap()
+}
+
+pub fn post(body: &str) -> ApiGatewayV2httpRequest {
+    http_event("POST", body, "203.0.113.10", None)
+}
+
+/// The status and JSON body of a response.
+pub fn answer(response: &ApiGatewayV2httpResponse) -> (i64, Value) {
+    let body = match &response.body {
+        Some(Body::Text(text)) => serde_json::from_str(text).unwrap_or(Value::String(text.clone())),
+        _ => Value::Null,
+    };
+    (response.status_code, body)
+}
+
+/// The `didomi-to-dynamics` handler, configured for a simulator.
+pub struct Fixture {
+    pub sim: Simulator,
+    pub function: DidomiToDynamics,
+}
+
+impl Fixture {
+    /// The simulator with the sample contacts and the local configuration,
+    /// changed by `adjust`.
+    pub async fn new(adjust: impl FnOnce(&mut Value)) -> Fixture {
+        let sim = Simulator::start(Identity::default(), sample_contacts()).await.unwrap();
+        let mut config = sim.config();
+        adjust(&mut config);
+        let function = DidomiToDynamics::new(ConfigSource::Inline(config.to_string()), Duration::from_secs(300));
+        Fixture { sim, function }
+    }
+
+    pub async fn deliver(&self, request: &ApiGatewayV2httpRequest) -> (i64, Value) {
+        self.deliver_within(request, Duration::from_secs(10)).await
+    }
+
+    pub async fn deliver_within(&self, request: &ApiGatewayV2httpRequest, budget: Duration) -> (i64, Value) {
+        let response = self.function.handle(request, Deadline::after(budget)).await.expect("configuration loads");
+        answer(&response)
+    }
+
+    pub fn contact(&self, id: &str) -> serde_json::Map<String, Value> {
+        self.sim.contact_by_id(id).expect("contact exists")
+    }
+}
+
+/// Serves a function handler behind the local API Gateway.
+pub async fn serve(function: Arc<DidomiToDynamics>) -> consent_sync_sim::gateway::Gateway {
+    let handler: consent_sync_sim::gateway::Handler = Arc::new(move |request: ApiGatewayV2httpRequest| {
+        let function = function.clone();
+        Box::pin(async move {
+            function.handle(&request, Deadline::after(Duration::from_secs(10))).await.map_err(|e| e.to_string())
+        })
+    });
+    consent_sync_sim::gateway::Gateway::start(SocketAddr::from(([127, 0, 0, 1], 0)), handler, None).await.unwrap()
+}
