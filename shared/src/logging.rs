@@ -23,10 +23,10 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(false)
+        // The runtime's span carries the invocation's requestId.
+        .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .without_time()
         .try_init();
 }
 
