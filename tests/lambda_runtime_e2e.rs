@@ -9,24 +9,8 @@ use std::time::Duration;
 use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};
 use consent_sync_tests::moto::{CountingProxy, Moto, REGION};
-use consent_sync_tests::{sample, JANE};
+use consent_sync_tests::{binary, sample, JANE};
 use serde_json::{json, Value};
-
-/// Builds the function binary (a no-op when it is up to date) and returns its path.
-fn function_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "didomi-to-dynamics", "--bin", "didomi-to-dynamics"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building didomi-to-dynamics failed");
-    // target/debug/deps/<this test> -> target/debug/didomi-to-dynamics
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("didomi-to-dynamics");
-    assert!(path.exists(), "{} not found", path.display());
-    path
-}
 
 /// The function process, its stdout (the JSON log lines) kept in a file.
 struct Function {
@@ -37,7 +21,7 @@ struct Function {
 impl Function {
     fn start(runtime: &RuntimeApi, env: &[(&str, &str)]) -> Function {
         let log = std::env::temp_dir().join(format!("didomi-to-dynamics-{}.log", unique()));
-        let mut command = Command::new(function_binary());
+        let mut command = Command::new(binary("didomi-to-dynamics", "didomi-to-dynamics"));
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -46,7 +30,10 @@ impl Function {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/didomi-to-dynamics")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                "/aws/lambda/didomi-to-dynamics",
+            )
             .env("AWS_REGION", REGION)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -57,7 +44,10 @@ impl Function {
         for (name, value) in env {
             command.env(name, value);
         }
-        Function { child: command.spawn().expect("the function starts"), log }
+        Function {
+            child: command.spawn().expect("the function starts"),
+            log,
+        }
     }
 
     /// Stops the process and returns what it logged.
@@ -71,18 +61,30 @@ impl Function {
 }
 
 fn unique() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{}-{nanos}", std::process::id())
 }
 
 fn http_event(method: &str, body: &str) -> Value {
-    serde_json::to_value(consent_sync_tests::http_event(method, body, "203.0.113.10", None)).unwrap()
+    serde_json::to_value(consent_sync_tests::http_event(
+        method,
+        body,
+        "203.0.113.10",
+        None,
+    ))
+    .unwrap()
 }
 
 fn response_of(invocation: Option<Invocation>) -> (i64, Value) {
     match invocation {
         Some(Invocation::Response(response)) => {
-            let body = response["body"].as_str().map(|b| serde_json::from_str(b).unwrap()).unwrap_or(Value::Null);
+            let body = response["body"]
+                .as_str()
+                .map(|b| serde_json::from_str(b).unwrap())
+                .unwrap_or(Value::Null);
             (response["statusCode"].as_i64().unwrap(), body)
         }
         other => panic!("expected a response, got {other:?}"),
@@ -91,42 +93,99 @@ fn response_of(invocation: Option<Invocation>) -> (i64, Value) {
 
 #[tokio::test]
 async fn the_lambda_binary_syncs_deliveries_with_one_secret_read_and_one_token() {
-    let sim = Simulator::start(Identity::default(), sample_contacts()).await.unwrap();
+    let sim = Simulator::start(Identity::default(), sample_contacts())
+        .await
+        .unwrap();
     let moto = Moto::start().await;
     let proxy = CountingProxy::start(&moto.url).await;
-    moto.create_secret("consent-sync/e2e", &sim.config().to_string()).await;
+    moto.create_secret("consent-sync/e2e", &sim.config().to_string())
+        .await;
     let runtime = RuntimeApi::start().await.unwrap();
-    let function =
-        Function::start(&runtime, &[("CONFIG_SECRET_ID", "consent-sync/e2e"), ("AWS_ENDPOINT_URL", &proxy.url)]);
+    let function = Function::start(
+        &runtime,
+        &[
+            ("CONFIG_SECRET_ID", "consent-sync/e2e"),
+            ("AWS_ENDPOINT_URL", &proxy.url),
+        ],
+    );
     let delivery = sample("didomi-user-updated.json");
 
-    let first = response_of(runtime.invoke(http_event("POST", &delivery), Duration::from_secs(20)).await);
+    let first = response_of(
+        runtime
+            .invoke(http_event("POST", &delivery), Duration::from_secs(20))
+            .await,
+    );
     let mut later = Vec::new();
     for _ in 0..19 {
-        later.push(response_of(runtime.invoke(http_event("POST", &delivery), Duration::from_secs(10)).await));
+        later.push(response_of(
+            runtime
+                .invoke(http_event("POST", &delivery), Duration::from_secs(10))
+                .await,
+        ));
     }
-    let not_post = response_of(runtime.invoke(http_event("GET", ""), Duration::from_secs(10)).await);
-    let not_json = response_of(runtime.invoke(http_event("POST", "{oops"), Duration::from_secs(10)).await);
+    let not_post = response_of(
+        runtime
+            .invoke(http_event("GET", ""), Duration::from_secs(10))
+            .await,
+    );
+    let not_json = response_of(
+        runtime
+            .invoke(http_event("POST", "{oops"), Duration::from_secs(10))
+            .await,
+    );
     let logs = function.stop();
 
     assert_eq!(first.0, 200, "{}", first.1);
     assert_eq!(first.1["outcome"], "updated");
     for (status, body) in &later {
-        assert_eq!((*status, body["outcome"].as_str()), (200, Some("skipped")), "{body}");
+        assert_eq!(
+            (*status, body["outcome"].as_str()),
+            (200, Some("skipped")),
+            "{body}"
+        );
     }
-    assert_eq!(sim.contact_by_id(JANE).unwrap()["donotbulkemail"], json!(true));
+    assert_eq!(
+        sim.contact_by_id(JANE).unwrap()["donotbulkemail"],
+        json!(true)
+    );
     assert_eq!(not_post.0, 405);
     assert_eq!(not_json.0, 400);
-    assert_eq!(proxy.secret_reads(), 1, "twenty warm invocations read the secret once");
-    assert_eq!(sim.token_requests(), 1, "twenty warm invocations request one token");
+    assert_eq!(
+        proxy.secret_reads(),
+        1,
+        "twenty warm invocations read the secret once"
+    );
+    assert_eq!(
+        sim.token_requests(),
+        1,
+        "twenty warm invocations request one token"
+    );
 
     // JSON log lines, one per delivery, without secrets, tokens or the raw identifier.
-    let lines: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let handled: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "delivery handled").collect();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let handled: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "delivery handled")
+        .collect();
     assert_eq!(handled.len(), 20, "{logs}");
-    assert!(handled.iter().all(|l| l["span"]["requestId"].is_string()), "{logs}");
-    for forbidden in ["jane.doe@example.com", "local-client-secret", "local-api-secret", "Bearer", "sim."] {
-        assert!(!logs.contains(forbidden), "the logs contain {forbidden:?}:\n{logs}");
+    assert!(
+        handled.iter().all(|l| l["span"]["requestId"].is_string()),
+        "{logs}"
+    );
+    for forbidden in [
+        "jane.doe@example.com",
+        "local-client-secret",
+        "local-api-secret",
+        "Bearer",
+        "sim.",
+    ] {
+        assert!(
+            !logs.contains(forbidden),
+            "the logs contain {forbidden:?}:\n{logs}"
+        );
     }
 }
 
@@ -135,35 +194,57 @@ async fn a_missing_or_invalid_configuration_fails_the_invocation_naming_the_fiel
     let moto = Moto::start().await;
     let mut config: Value = serde_json::from_str(consent_sync_sim::LOCAL_CONFIG).unwrap();
     config["mappings"][1]["invert"] = json!("yes");
-    moto.create_secret("consent-sync/invalid", &config.to_string()).await;
-    let runtime = RuntimeApi::start().await.unwrap();
+    moto.create_secret("consent-sync/invalid", &config.to_string())
+        .await;
     let delivery = http_event("POST", &sample("didomi-user-updated.json"));
+    // Each start gets its own Runtime API, as each Lambda execution environment does.
+    let invoke_once = |env: Vec<(&'static str, String)>| {
+        let delivery = delivery.clone();
+        async move {
+            let runtime = RuntimeApi::start().await.unwrap();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let function = Function::start(&runtime, &env);
+            let invocation = runtime.invoke(delivery, Duration::from_secs(20)).await;
+            function.stop();
+            invocation
+        }
+    };
 
-    let no_secret_id = Function::start(&runtime, &[("AWS_ENDPOINT_URL", &moto.url)]);
-    let first = runtime.invoke(delivery.clone(), Duration::from_secs(20)).await;
-    no_secret_id.stop();
-
-    let invalid =
-        Function::start(&runtime, &[("CONFIG_SECRET_ID", "consent-sync/invalid"), ("AWS_ENDPOINT_URL", &moto.url)]);
-    let second = runtime.invoke(delivery.clone(), Duration::from_secs(20)).await;
-    invalid.stop();
-
-    let absent =
-        Function::start(&runtime, &[("CONFIG_SECRET_ID", "consent-sync/absent"), ("AWS_ENDPOINT_URL", &moto.url)]);
-    let third = runtime.invoke(delivery, Duration::from_secs(20)).await;
-    absent.stop();
+    let first = invoke_once(vec![("AWS_ENDPOINT_URL", moto.url.clone())]).await;
+    let second = invoke_once(vec![
+        ("CONFIG_SECRET_ID", "consent-sync/invalid".into()),
+        ("AWS_ENDPOINT_URL", moto.url.clone()),
+    ])
+    .await;
+    let third = invoke_once(vec![
+        ("CONFIG_SECRET_ID", "consent-sync/absent".into()),
+        ("AWS_ENDPOINT_URL", moto.url.clone()),
+    ])
+    .await;
 
     let message = |invocation: Option<Invocation>| match invocation {
-        Some(Invocation::Error { error_type, error_message }) => {
+        Some(Invocation::Error {
+            error_type,
+            error_message,
+        }) => {
             assert_eq!(error_type, "ConfigurationError");
             error_message
         }
         other => panic!("expected a function error, got {other:?}"),
     };
     let first = message(first);
-    assert!(first.starts_with("environment variable `CONFIG_SECRET_ID` is required"), "{first}");
+    assert!(
+        first.starts_with("environment variable `CONFIG_SECRET_ID` is required"),
+        "{first}"
+    );
     let second = message(second);
-    assert!(second.starts_with("configuration field `mappings[1].invert`: invalid type"), "{second}");
+    assert!(
+        second.starts_with("configuration field `mappings[1].invert`: invalid type"),
+        "{second}"
+    );
     let third = message(third);
-    assert!(third.contains("consent-sync/absent") && third.contains("ResourceNotFoundException"), "{third}");
+    assert!(
+        third.contains("consent-sync/absent") && third.contains("ResourceNotFoundException"),
+        "{third}"
+    );
 }

@@ -71,10 +71,18 @@ pub enum ConfigError {
     Unreadable { secret_id: String, reason: String },
 }
 
-const SECRET_FIELDS: [&str; 4] = ["client_secret", "api_key", "api_secret", "dynamics_webhook_key"];
+const SECRET_FIELDS: [&str; 4] = [
+    "client_secret",
+    "api_key",
+    "api_secret",
+    "dynamics_webhook_key",
+];
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -134,7 +142,8 @@ fn required_secret(field: &str, value: Option<Secret>) -> Result<Secret, ConfigE
 /// Checks a base URL: `https`, or `http` on a loopback host only (local
 /// simulators), no query or fragment. Returns it without a trailing slash.
 pub fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
-    let url = url::Url::parse(value.trim()).map_err(|e| invalid(field, format!("is not a URL ({e})")))?;
+    let url =
+        url::Url::parse(value.trim()).map_err(|e| invalid(field, format!("is not a URL ({e})")))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -144,7 +153,12 @@ pub fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}
-        "http" => return Err(invalid(field, "must use https (http is allowed on a loopback host only)")),
+        "http" => {
+            return Err(invalid(
+                field,
+                "must use https (http is allowed on a loopback host only)",
+            ))
+        }
         other => return Err(invalid(field, format!("must use https, not {other}"))),
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -180,22 +194,35 @@ impl Config {
         let client_id = required("client_id", raw.client_id)?;
         let client_secret = required_secret("client_secret", raw.client_secret)?;
         let tenant_id = required("tenant_id", raw.tenant_id)?;
-        if !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        if !tenant_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
             return Err(invalid("tenant_id", "must be a tenant GUID or domain name"));
         }
-        let server_instance = base_url("server_instance", &required("server_instance", raw.server_instance)?)?;
+        let server_instance = base_url(
+            "server_instance",
+            &required("server_instance", raw.server_instance)?,
+        )?;
         if server_instance.matches('/').count() > 2 {
             return Err(invalid(
                 "server_instance",
                 "must be the environment's root URL, e.g. https://contoso.crm4.dynamics.com (no path)",
             ));
         }
-        let contact_key = raw.contact_key.unwrap_or_else(|| DEFAULT_CONTACT_KEY.to_string());
+        let contact_key = raw
+            .contact_key
+            .unwrap_or_else(|| DEFAULT_CONTACT_KEY.to_string());
         if !is_logical_name(&contact_key) {
-            return Err(invalid("contact_key", "must be a contact column's logical name, e.g. emailaddress1"));
+            return Err(invalid(
+                "contact_key",
+                "must be a contact column's logical name, e.g. emailaddress1",
+            ));
         }
 
-        let raw_mappings = raw.mappings.ok_or_else(|| invalid("mappings", "is required"))?;
+        let raw_mappings = raw
+            .mappings
+            .ok_or_else(|| invalid("mappings", "is required"))?;
         if raw_mappings.is_empty() {
             return Err(invalid("mappings", "needs at least one mapping"));
         }
@@ -205,18 +232,28 @@ impl Config {
             let field = format!("mappings[{index}]");
             let raw: RawMapping = serde_path_to_error::deserialize(value).map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." { field.clone() } else { format!("{field}.{path}") };
+                let field = if path == "." {
+                    field.clone()
+                } else {
+                    format!("{field}.{path}")
+                };
                 invalid(field, e.into_inner().to_string())
             })?;
             let mapping = Mapping::try_from(raw).map_err(|e| invalid(&field, e.0))?;
             if mapping.column == contact_key {
                 return Err(invalid(
                     &field,
-                    format!("column `{}` is the contact_key, which consent-sync never overwrites", mapping.column),
+                    format!(
+                        "column `{}` is the contact_key, which consent-sync never overwrites",
+                        mapping.column
+                    ),
                 ));
             }
             if !columns.insert(mapping.column.clone()) {
-                return Err(invalid(&field, format!("column `{}` is already mapped", mapping.column)));
+                return Err(invalid(
+                    &field,
+                    format!("column `{}` is already mapped", mapping.column),
+                ));
             }
             mappings.push(mapping);
         }
@@ -232,10 +269,14 @@ impl Config {
             },
         };
 
-        let webhook = raw
-            .didomi_webhook
-            .unwrap_or(RawDidomiWebhook { auth: WebhookAuthMode::Jwt, client_ids: vec![], allowed_source_ips: vec![] });
-        if webhook.auth == WebhookAuthMode::Jwt && webhook.client_ids.iter().all(|c| c.trim().is_empty()) {
+        let webhook = raw.didomi_webhook.unwrap_or(RawDidomiWebhook {
+            auth: WebhookAuthMode::Jwt,
+            client_ids: vec![],
+            allowed_source_ips: vec![],
+        });
+        if webhook.auth == WebhookAuthMode::Jwt
+            && webhook.client_ids.iter().all(|c| c.trim().is_empty())
+        {
             return Err(invalid(
                 "didomi_webhook.client_ids",
                 "needs at least one client id when auth is \"jwt\" (use auth \"none\" only for local runs)",
@@ -246,28 +287,47 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, ip)| {
-                ip.trim()
-                    .parse::<IpAddr>()
-                    .map_err(|_| invalid(format!("didomi_webhook.allowed_source_ips[{i}]"), "is not an IP address"))
+                ip.trim().parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        format!("didomi_webhook.allowed_source_ips[{i}]"),
+                        "is not an IP address",
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         let didomi_webhook = DidomiWebhookAuth {
             mode: webhook.auth,
-            client_ids: webhook.client_ids.into_iter().map(|c| c.trim().to_string()).collect(),
+            client_ids: webhook
+                .client_ids
+                .into_iter()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
             allowed_source_ips,
         };
 
         let dynamics_webhook_key = match raw.dynamics_webhook_key {
             Some(key) if key.expose().len() < 16 => {
-                return Err(invalid("dynamics_webhook_key", "must be at least 16 characters (use a long random value)"))
+                return Err(invalid(
+                    "dynamics_webhook_key",
+                    "must be at least 16 characters (use a long random value)",
+                ))
             }
             other => other,
         };
 
-        let authority_host =
-            base_url("authority_host", raw.authority_host.as_deref().unwrap_or(DEFAULT_AUTHORITY_HOST))?;
-        let didomi_api_url =
-            base_url("didomi_api_url", raw.didomi_api_url.as_deref().unwrap_or(DEFAULT_DIDOMI_API_URL))?;
+        let authority_host = base_url(
+            "authority_host",
+            raw.authority_host
+                .as_deref()
+                .unwrap_or(DEFAULT_AUTHORITY_HOST),
+        )?;
+        let didomi_api_url = base_url(
+            "didomi_api_url",
+            raw.didomi_api_url
+                .as_deref()
+                .unwrap_or(DEFAULT_DIDOMI_API_URL),
+        )?;
 
         Ok(Config {
             client_id,
@@ -288,7 +348,10 @@ impl Config {
     /// The columns to read from a contact: the key and every column mapped
     /// towards Dynamics.
     pub fn columns_to_dynamics(&self) -> impl Iterator<Item = &str> {
-        self.mappings.iter().filter(|m| m.direction.to_dynamics()).map(|m| m.column.as_str())
+        self.mappings
+            .iter()
+            .filter(|m| m.direction.to_dynamics())
+            .map(|m| m.column.as_str())
     }
 }
 
@@ -319,7 +382,9 @@ mod tests {
     }
 
     fn error_of(value: Value) -> String {
-        Config::from_json(&value.to_string()).unwrap_err().to_string()
+        Config::from_json(&value.to_string())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -336,14 +401,30 @@ mod tests {
 
     #[test]
     fn missing_required_fields_are_named() {
-        for field in ["client_id", "client_secret", "tenant_id", "server_instance", "mappings", "didomi"] {
+        for field in [
+            "client_id",
+            "client_secret",
+            "tenant_id",
+            "server_instance",
+            "mappings",
+            "didomi",
+        ] {
             let mut config = valid();
             config.as_object_mut().unwrap().remove(field);
-            assert_eq!(error_of(config), format!("configuration field `{field}`: is required"));
+            assert_eq!(
+                error_of(config),
+                format!("configuration field `{field}`: is required")
+            );
         }
         let mut config = valid();
-        config["didomi"].as_object_mut().unwrap().remove("api_secret");
-        assert_eq!(error_of(config), "configuration field `didomi.api_secret`: is required");
+        config["didomi"]
+            .as_object_mut()
+            .unwrap()
+            .remove("api_secret");
+        assert_eq!(
+            error_of(config),
+            "configuration field `didomi.api_secret`: is required"
+        );
     }
 
     #[test]
@@ -360,35 +441,54 @@ mod tests {
             {"column": "donotbulkemail", "purpose": "marketing"},
             {"column": "donotemail", "purpose": "a", "channel": "b"}
         ]);
-        assert_eq!(error_of(config), "configuration field `mappings[1]`: set `purpose` or `channel`, not both");
+        assert_eq!(
+            error_of(config),
+            "configuration field `mappings[1]`: set `purpose` or `channel`, not both"
+        );
 
         let mut config = valid();
         config["mappings"] = json!([{"column": "donotemail", "channel": "email", "invert": "yes"}]);
-        assert!(error_of(config).starts_with("configuration field `mappings[0].invert`: invalid type"));
+        assert!(
+            error_of(config).starts_with("configuration field `mappings[0].invert`: invalid type")
+        );
 
         let mut config = valid();
         config["mappings"] = json!([]);
-        assert_eq!(error_of(config), "configuration field `mappings`: needs at least one mapping");
+        assert_eq!(
+            error_of(config),
+            "configuration field `mappings`: needs at least one mapping"
+        );
 
         let mut config = valid();
         config["mappings"] = json!([
             {"column": "donotemail", "channel": "email", "invert": true},
             {"column": "donotemail", "purpose": "marketing", "invert": true}
         ]);
-        assert_eq!(error_of(config), "configuration field `mappings[1]`: column `donotemail` is already mapped");
+        assert_eq!(
+            error_of(config),
+            "configuration field `mappings[1]`: column `donotemail` is already mapped"
+        );
 
         let mut config = valid();
         config["mappings"] = json!([{"column": "emailaddress1", "purpose": "marketing"}]);
-        assert!(error_of(config).contains("`mappings[0]`: column `emailaddress1` is the contact_key"));
+        assert!(
+            error_of(config).contains("`mappings[0]`: column `emailaddress1` is the contact_key")
+        );
     }
 
     #[test]
     fn urls_must_be_https_except_on_loopback() {
         let mut config = valid();
         config["server_instance"] = json!("http://contoso.crm4.dynamics.com");
-        assert!(error_of(config).starts_with("configuration field `server_instance`: must use https"));
+        assert!(
+            error_of(config).starts_with("configuration field `server_instance`: must use https")
+        );
 
-        for loopback in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"] {
+        for loopback in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
             let mut config = valid();
             config["authority_host"] = json!(loopback);
             config["didomi_api_url"] = json!(format!("{loopback}/v1"));
@@ -397,7 +497,9 @@ mod tests {
 
         let mut config = valid();
         config["didomi_api_url"] = json!("http://10.0.0.1/v1");
-        assert!(error_of(config).starts_with("configuration field `didomi_api_url`: must use https"));
+        assert!(
+            error_of(config).starts_with("configuration field `didomi_api_url`: must use https")
+        );
 
         let mut config = valid();
         config["server_instance"] = json!("https://contoso.crm4.dynamics.com/api/data/v9.2");
@@ -411,7 +513,8 @@ mod tests {
         assert!(error_of(config).starts_with("configuration field `didomi_webhook.client_ids`"));
 
         let mut config = valid();
-        config["didomi_webhook"] = json!({"auth": "none", "allowed_source_ips": ["1.2.3.4", "nope"]});
+        config["didomi_webhook"] =
+            json!({"auth": "none", "allowed_source_ips": ["1.2.3.4", "nope"]});
         assert_eq!(
             error_of(config),
             "configuration field `didomi_webhook.allowed_source_ips[1]`: is not an IP address"
@@ -427,7 +530,10 @@ mod tests {
         let mut config = valid();
         config["client_secret"] = json!(4242);
         let error = error_of(config);
-        assert_eq!(error, "configuration field `client_secret`: must be a non-empty string");
+        assert_eq!(
+            error,
+            "configuration field `client_secret`: must be a non-empty string"
+        );
 
         let config = Config::from_json(&valid().to_string()).unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));

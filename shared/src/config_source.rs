@@ -15,7 +15,10 @@ pub const DEFAULT_CACHE_SECONDS: u64 = 300;
 /// The place the secret's JSON is read from.
 #[derive(Debug, Clone)]
 pub enum ConfigSource {
-    SecretsManager { client: aws_sdk_secretsmanager::Client, secret_id: String },
+    SecretsManager {
+        client: aws_sdk_secretsmanager::Client,
+        secret_id: String,
+    },
     File(PathBuf),
     /// A document held in memory: the local run's embedded default, tests.
     Inline(String),
@@ -33,27 +36,41 @@ impl ConfigSource {
                 reason: "is required: set it to the name or ARN of the configuration secret".into(),
             })?;
         let aws = aws_config::load_from_env().await;
-        Ok(ConfigSource::SecretsManager { client: aws_sdk_secretsmanager::Client::new(&aws), secret_id })
+        Ok(ConfigSource::SecretsManager {
+            client: aws_sdk_secretsmanager::Client::new(&aws),
+            secret_id,
+        })
     }
 
     async fn read(&self) -> Result<String, ConfigError> {
         match self {
             ConfigSource::SecretsManager { client, secret_id } => {
-                let unreadable = |reason: String| ConfigError::Unreadable { secret_id: secret_id.clone(), reason };
+                let unreadable = |reason: String| ConfigError::Unreadable {
+                    secret_id: secret_id.clone(),
+                    reason,
+                };
                 let output = client
                     .get_secret_value()
                     .secret_id(secret_id)
                     .send()
                     .await
-                    .map_err(|e| unreadable(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
-                output
-                    .secret_string
-                    .ok_or_else(|| unreadable("the secret has no SecretString (binary secrets are not supported)".into()))
+                    .map_err(|e| {
+                        unreadable(
+                            aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                        )
+                    })?;
+                output.secret_string.ok_or_else(|| {
+                    unreadable(
+                        "the secret has no SecretString (binary secrets are not supported)".into(),
+                    )
+                })
             }
-            ConfigSource::File(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-                secret_id: path.display().to_string(),
-                reason: e.to_string(),
-            }),
+            ConfigSource::File(path) => {
+                std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                    secret_id: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
             ConfigSource::Inline(text) => Ok(text.clone()),
         }
     }
@@ -67,10 +84,14 @@ impl ConfigSource {
 pub fn cache_ttl_from_env() -> Result<Duration, ConfigError> {
     match std::env::var(CONFIG_CACHE_SECONDS) {
         Err(_) => Ok(Duration::from_secs(DEFAULT_CACHE_SECONDS)),
-        Ok(v) => v.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| ConfigError::Environment {
-            name: CONFIG_CACHE_SECONDS,
-            reason: format!("must be a whole number of seconds, not {v:?}"),
-        }),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| ConfigError::Environment {
+                name: CONFIG_CACHE_SECONDS,
+                reason: format!("must be a whole number of seconds, not {v:?}"),
+            }),
     }
 }
 
@@ -85,7 +106,11 @@ pub struct ConfigCache {
 
 impl ConfigCache {
     pub fn new(source: ConfigSource, ttl: Duration) -> Self {
-        Self { source, ttl, loaded: Mutex::new(None) }
+        Self {
+            source,
+            ttl,
+            loaded: Mutex::new(None),
+        }
     }
 
     pub async fn get(&self) -> Result<Arc<Config>, ConfigError> {

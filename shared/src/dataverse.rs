@@ -14,7 +14,11 @@ pub const API_PATH: &str = "/api/data/v9.2";
 
 /// Everything but RFC 3986's unreserved characters is percent-encoded, so
 /// that `+ & # % / ? = '` inside a value can never read as query syntax.
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// An OData string literal: single quotes inside are doubled.
 pub fn odata_string(value: &str) -> String {
@@ -40,7 +44,11 @@ pub enum DataverseError {
     #[error("Dataverse unavailable: {0}")]
     Unavailable(#[from] SendError),
     #[error("Dataverse answered HTTP {status}{}: {message}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default())]
-    Api { status: u16, code: Option<String>, message: String },
+    Api {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
     #[error("Dataverse answered in an unexpected form: {0}")]
     BadAnswer(String),
 }
@@ -98,11 +106,19 @@ pub struct Dataverse<'a> {
 
 impl DataverseClient {
     pub fn new(http: reqwest::Client, policy: RetryPolicy) -> Self {
-        DataverseClient { http, tokens: TokenCache::default(), policy }
+        DataverseClient {
+            http,
+            tokens: TokenCache::default(),
+            policy,
+        }
     }
 
     pub fn session<'a>(&'a self, config: &'a Config, deadline: Deadline) -> Dataverse<'a> {
-        Dataverse { client: self, config, deadline }
+        Dataverse {
+            client: self,
+            config,
+            deadline,
+        }
     }
 }
 
@@ -123,7 +139,13 @@ impl Dataverse<'_> {
 
     /// Sends one request with retries; a 401 refreshes the token once, since
     /// a token can be revoked or expire early.
-    async fn send(&self, method: Method, url: &str, body: Option<&Value>, replay: Replay) -> Result<Response, DataverseError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        replay: Replay,
+    ) -> Result<Response, DataverseError> {
         let mut refreshed = false;
         loop {
             let token = self.token().await?;
@@ -163,7 +185,11 @@ impl Dataverse<'_> {
 
     /// The contacts whose `contact_key` column equals `key` (Dataverse
     /// compares strings case-insensitively), with the given columns.
-    pub async fn find_contacts(&self, key: &str, columns: &[&str]) -> Result<Vec<Contact>, DataverseError> {
+    pub async fn find_contacts(
+        &self,
+        key: &str,
+        columns: &[&str],
+    ) -> Result<Vec<Contact>, DataverseError> {
         let mut select = vec!["contactid"];
         select.extend(columns.iter().copied().filter(|c| *c != "contactid"));
         let filter = format!("{} eq {}", self.config.contact_key, odata_string(key));
@@ -174,16 +200,21 @@ impl Dataverse<'_> {
             encode_query_value(&filter)
         );
         let response = self.send(Method::GET, &url, None, Replay::Safe).await?;
-        let rows: Rows = response
-            .json()
-            .await
-            .map_err(|_| DataverseError::BadAnswer("the contacts query did not return an OData collection".into()))?;
+        let rows: Rows = response.json().await.map_err(|_| {
+            DataverseError::BadAnswer(
+                "the contacts query did not return an OData collection".into(),
+            )
+        })?;
         rows.value
             .into_iter()
             .map(|mut row| {
                 let id = match row.remove("contactid") {
                     Some(Value::String(id)) => id,
-                    _ => return Err(DataverseError::BadAnswer("a contact row has no contactid".into())),
+                    _ => {
+                        return Err(DataverseError::BadAnswer(
+                            "a contact row has no contactid".into(),
+                        ))
+                    }
                 };
                 row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
                 Ok(Contact { id, columns: row })
@@ -192,35 +223,64 @@ impl Dataverse<'_> {
     }
 
     /// Writes `changes` to an existing contact (404 when it is gone).
-    pub async fn update_contact(&self, id: &str, changes: &Map<String, Value>) -> Result<(), DataverseError> {
+    pub async fn update_contact(
+        &self,
+        id: &str,
+        changes: &Map<String, Value>,
+    ) -> Result<(), DataverseError> {
         let url = self.url(&format!("contacts({})", guid(id)?));
-        self.send(Method::PATCH, &url, Some(&Value::Object(changes.clone())), Replay::Safe).await?;
+        self.send(
+            Method::PATCH,
+            &url,
+            Some(&Value::Object(changes.clone())),
+            Replay::Safe,
+        )
+        .await?;
         Ok(())
     }
 
     /// Creates a contact and returns its id. Not repeated after an unclear
     /// outcome, which could create it twice; the sender's redelivery finds it.
-    pub async fn create_contact(&self, fields: &Map<String, Value>) -> Result<String, DataverseError> {
+    pub async fn create_contact(
+        &self,
+        fields: &Map<String, Value>,
+    ) -> Result<String, DataverseError> {
         let url = self.url("contacts");
-        let response =
-            self.send(Method::POST, &url, Some(&Value::Object(fields.clone())), Replay::OnlyIfNotProcessed).await?;
+        let response = self
+            .send(
+                Method::POST,
+                &url,
+                Some(&Value::Object(fields.clone())),
+                Replay::OnlyIfNotProcessed,
+            )
+            .await?;
         let entity_id = response
             .headers()
             .get("OData-EntityId")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| DataverseError::BadAnswer("the created contact's OData-EntityId header is missing".into()))?;
+            .ok_or_else(|| {
+                DataverseError::BadAnswer(
+                    "the created contact's OData-EntityId header is missing".into(),
+                )
+            })?;
         entity_id
             .rsplit_once('(')
             .and_then(|(_, rest)| rest.strip_suffix(')'))
             .map(str::to_string)
-            .ok_or_else(|| DataverseError::BadAnswer("the OData-EntityId header holds no id".into()))
+            .ok_or_else(|| {
+                DataverseError::BadAnswer("the OData-EntityId header holds no id".into())
+            })
     }
 
     /// The id of the user this application acts as.
     pub async fn who_am_i(&self) -> Result<String, DataverseError> {
-        let response = self.send(Method::GET, &self.url("WhoAmI"), None, Replay::Safe).await?;
-        let who: WhoAmI =
-            response.json().await.map_err(|_| DataverseError::BadAnswer("WhoAmI returned no UserId".into()))?;
+        let response = self
+            .send(Method::GET, &self.url("WhoAmI"), None, Replay::Safe)
+            .await?;
+        let who: WhoAmI = response
+            .json()
+            .await
+            .map_err(|_| DataverseError::BadAnswer("WhoAmI returned no UserId".into()))?;
         Ok(who.user_id)
     }
 }
@@ -232,7 +292,9 @@ fn guid(id: &str) -> Result<&str, DataverseError> {
     if ok {
         Ok(id)
     } else {
-        Err(DataverseError::BadAnswer("a contact id is not a GUID".into()))
+        Err(DataverseError::BadAnswer(
+            "a contact id is not a GUID".into(),
+        ))
     }
 }
 
@@ -243,7 +305,12 @@ async fn api_error(response: Response) -> DataverseError {
         Ok(ODataError { error }) => DataverseError::Api {
             status,
             code: error.code,
-            message: error.message.unwrap_or_default().chars().take(500).collect(),
+            message: error
+                .message
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect(),
         },
         Err(_) => DataverseError::Api {
             status,
@@ -264,7 +331,10 @@ mod tests {
     #[test]
     fn string_literals_double_quotes_and_values_are_fully_encoded() {
         assert_eq!(odata_string("o'brien"), "'o''brien'");
-        let filter = format!("emailaddress1 eq {}", odata_string("o'brien+news&co@example.com"));
+        let filter = format!(
+            "emailaddress1 eq {}",
+            odata_string("o'brien+news&co@example.com")
+        );
         assert_eq!(
             encode_query_value(&filter),
             "emailaddress1%20eq%20%27o%27%27brien%2Bnews%26co%40example.com%27"

@@ -28,14 +28,23 @@ pub struct DidomiToDynamics {
 /// The result of a delivery that was handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Updated { contacts: usize, columns: BTreeSet<String> },
-    Created { contact_id: String },
-    Skipped { reason: String },
+    Updated {
+        contacts: usize,
+        columns: BTreeSet<String>,
+    },
+    Created {
+        contact_id: String,
+    },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl Outcome {
     fn skipped(reason: impl Into<String>) -> Self {
-        Outcome::Skipped { reason: reason.into() }
+        Outcome::Skipped {
+            reason: reason.into(),
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -43,7 +52,9 @@ impl Outcome {
             Outcome::Updated { contacts, columns } => {
                 json!({"outcome": "updated", "contacts": contacts, "columns": columns})
             }
-            Outcome::Created { contact_id } => json!({"outcome": "created", "contact_id": contact_id}),
+            Outcome::Created { contact_id } => {
+                json!({"outcome": "created", "contact_id": contact_id})
+            }
             Outcome::Skipped { reason } => json!({"outcome": "skipped", "reason": reason}),
         }
     }
@@ -70,7 +81,10 @@ impl DidomiToDynamics {
     pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
         DidomiToDynamics {
             config: ConfigCache::new(source, ttl),
-            dataverse: DataverseClient::new(crate::http_client(), crate::retry::RetryPolicy::default()),
+            dataverse: DataverseClient::new(
+                crate::http_client(),
+                crate::retry::RetryPolicy::default(),
+            ),
         }
     }
 
@@ -86,7 +100,11 @@ impl DidomiToDynamics {
         if let Err(rejection) = require_post(request) {
             return Ok(rejected(rejection, started));
         }
-        let config = self.config.get().await.inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
+        let config = self
+            .config
+            .get()
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
         let change = match authenticate_didomi(request, &config.didomi_webhook)
             .and_then(|()| body_bytes(request))
             .and_then(|body| parse_delivery(&body).map_err(|e| Rejection::new(400, e.0)))
@@ -102,7 +120,10 @@ impl DidomiToDynamics {
         match apply(&config, &self.dataverse, &change, deadline).await {
             Ok(outcome) => Ok(answered(&change.kind, user.as_deref(), &outcome, started)),
             Err(error) => {
-                let message = redact(&error.to_string(), change.organization_user_id.as_deref().unwrap_or_default());
+                let message = redact(
+                    &error.to_string(),
+                    change.organization_user_id.as_deref().unwrap_or_default(),
+                );
                 let status = failure_status(&error);
                 tracing::error!(
                     kind = %change.kind,
@@ -139,7 +160,12 @@ fn rejected(rejection: Rejection, started: Instant) -> ApiGatewayV2httpResponse 
     rejection.into()
 }
 
-fn answered(kind: &str, user: Option<&str>, outcome: &Outcome, started: Instant) -> ApiGatewayV2httpResponse {
+fn answered(
+    kind: &str,
+    user: Option<&str>,
+    outcome: &Outcome,
+    started: Instant,
+) -> ApiGatewayV2httpResponse {
     let body = outcome.to_json();
     let reason = body.get("reason").and_then(serde_json::Value::as_str);
     let columns = body.get("columns").map(|c| c.to_string());
@@ -164,9 +190,14 @@ pub async fn apply(
 ) -> Result<Outcome, DataverseError> {
     if !change.is_confirmed() {
         let status = change.status.as_deref().unwrap_or_default();
-        return Ok(Outcome::skipped(format!("the event is not confirmed (status {status:?})")));
+        return Ok(Outcome::skipped(format!(
+            "the event is not confirmed (status {status:?})"
+        )));
     }
-    let regulation = change.regulation.as_deref().unwrap_or(crate::config::DEFAULT_REGULATION);
+    let regulation = change
+        .regulation
+        .as_deref()
+        .unwrap_or(crate::config::DEFAULT_REGULATION);
     if !regulation.eq_ignore_ascii_case(&config.didomi.regulation) {
         return Ok(Outcome::skipped(format!(
             "regulation {regulation:?} is not the configured {:?}",
@@ -174,14 +205,18 @@ pub async fn apply(
         )));
     }
     if change.is_own_echo() {
-        return Ok(Outcome::skipped("written by consent-sync from Dynamics; not synced back"));
+        return Ok(Outcome::skipped(
+            "written by consent-sync from Dynamics; not synced back",
+        ));
     }
     let Some(user_id) = change.organization_user_id.as_deref() else {
         return Ok(Outcome::skipped("the delivery has no organization_user_id"));
     };
     let desired = columns_from_consents(&config.mappings, &change.consents);
     if desired.is_empty() {
-        return Ok(Outcome::skipped("no mapped purpose or channel has a choice in this delivery"));
+        return Ok(Outcome::skipped(
+            "no mapped purpose or channel has a choice in this delivery",
+        ));
     }
 
     let session = dataverse.session(config, deadline);
@@ -190,10 +225,15 @@ pub async fn apply(
 
     if contacts.is_empty() {
         if !config.upsert_mode {
-            return Ok(Outcome::skipped("no contact matches and upsert_mode is off"));
+            return Ok(Outcome::skipped(
+                "no contact matches and upsert_mode is off",
+            ));
         }
         let mut fields = desired;
-        fields.insert(config.contact_key.clone(), Value::String(user_id.to_string()));
+        fields.insert(
+            config.contact_key.clone(),
+            Value::String(user_id.to_string()),
+        );
         let contact_id = session.create_contact(&fields).await?;
         return Ok(Outcome::Created { contact_id });
     }
@@ -212,13 +252,19 @@ pub async fn apply(
     if updated == 0 {
         return Ok(Outcome::skipped("the contact is already up to date"));
     }
-    Ok(Outcome::Updated { contacts: updated, columns: changed_columns })
+    Ok(Outcome::Updated {
+        contacts: updated,
+        columns: changed_columns,
+    })
 }
 
 /// The desired columns whose current value differs. Writing an unchanged
 /// value is not free in Dataverse: it fires plugins, webhooks (including our
 /// own, which would echo) and audit entries.
-pub fn differences(desired: &Map<String, Value>, current: &Map<String, Value>) -> Map<String, Value> {
+pub fn differences(
+    desired: &Map<String, Value>,
+    current: &Map<String, Value>,
+) -> Map<String, Value> {
     desired
         .iter()
         .filter(|(column, value)| current.get(*column).unwrap_or(&Value::Null) != *value)
@@ -235,6 +281,9 @@ mod tests {
         let desired = json!({"donotbulkemail": true, "donotemail": false, "new_topics": "news"});
         let current = json!({"donotbulkemail": true, "donotemail": null});
         let changes = differences(desired.as_object().unwrap(), current.as_object().unwrap());
-        assert_eq!(Value::Object(changes), json!({"donotemail": false, "new_topics": "news"}));
+        assert_eq!(
+            Value::Object(changes),
+            json!({"donotemail": false, "new_topics": "news"})
+        );
     }
 }

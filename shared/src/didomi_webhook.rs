@@ -10,12 +10,15 @@ use crate::consents::Consents;
 pub const DELEGATE_ID: &str = "consent-sync";
 pub const DELEGATE_NAME: &str = "Microsoft Dynamics 365";
 
-const TYPES: &str = "event.created, event.updated, event.deleted, user.created, user.updated, user.deleted";
+const TYPES: &str =
+    "event.created, event.updated, event.deleted, user.created, user.updated, user.deleted";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// `event.deleted` / `user.deleted`: acknowledged, nothing to sync.
-    Deleted { kind: String },
+    Deleted {
+        kind: String,
+    },
     Change(ConsentChange),
 }
 
@@ -117,7 +120,9 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
             PayloadError(format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()))
         }
     })?;
-    let kind = envelope.kind.ok_or_else(|| PayloadError("`type` is missing".into()))?;
+    let kind = envelope
+        .kind
+        .ok_or_else(|| PayloadError("`type` is missing".into()))?;
     let mut parameters = match envelope.parameters {
         Some(p @ Value::Object(_)) => p,
         Some(_) => return Err(PayloadError("`parameters` must be an object".into())),
@@ -131,7 +136,9 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
         "event.updated" => (Scope::Event, "new_entity"),
         other => {
             let shown: String = other.chars().take(40).collect();
-            return Err(PayloadError(format!("unsupported delivery type {shown:?}; expected one of {TYPES}")));
+            return Err(PayloadError(format!(
+                "unsupported delivery type {shown:?}; expected one of {TYPES}"
+            )));
         }
     };
     let change = match scope {
@@ -183,9 +190,18 @@ mod tests {
     fn a_user_update_carries_the_new_full_status() {
         let change = change("didomi-user-updated.json");
         assert_eq!(change.scope, Scope::User);
-        assert_eq!(change.organization_user_id.as_deref(), Some("jane.doe@example.com"));
-        assert_eq!(change.consents.purpose("marketing").unwrap().enabled, Some(false));
-        assert_eq!(change.consents.channel("email").unwrap().enabled, Some(true));
+        assert_eq!(
+            change.organization_user_id.as_deref(),
+            Some("jane.doe@example.com")
+        );
+        assert_eq!(
+            change.consents.purpose("marketing").unwrap().enabled,
+            Some(false)
+        );
+        assert_eq!(
+            change.consents.channel("email").unwrap().enabled,
+            Some(true)
+        );
         assert!(change.is_confirmed() && !change.is_own_echo());
     }
 
@@ -193,14 +209,18 @@ mod tests {
     fn an_event_carries_the_user_id_status_regulation_and_delegate() {
         let change = change("didomi-event-created.json");
         assert_eq!(change.scope, Scope::Event);
-        assert_eq!(change.organization_user_id.as_deref(), Some("jane.doe@example.com"));
+        assert_eq!(
+            change.organization_user_id.as_deref(),
+            Some("jane.doe@example.com")
+        );
         assert_eq!(change.regulation.as_deref(), Some("gdpr"));
         assert!(change.is_confirmed());
         assert_eq!(change.consents.purposes.len(), 1);
 
         let pending = change_of_event(serde_json::json!({"status": "pending_approval"}));
         assert!(!pending.is_confirmed());
-        let echo = change_of_event(serde_json::json!({"delegate": {"id": "consent-sync", "name": "x"}}));
+        let echo =
+            change_of_event(serde_json::json!({"delegate": {"id": "consent-sync", "name": "x"}}));
         assert!(echo.is_own_echo());
     }
 
@@ -216,14 +236,19 @@ mod tests {
     fn an_updated_event_uses_the_new_entity() {
         let change = change("didomi-event-updated.json");
         assert_eq!(change.kind, "event.updated");
-        assert_eq!(change.consents.purpose("newsletter").unwrap().enabled, Some(true));
+        assert_eq!(
+            change.consents.purpose("newsletter").unwrap().enabled,
+            Some(true)
+        );
     }
 
     #[test]
     fn deletions_are_recognised() {
         assert_eq!(
             parse_delivery(&sample("didomi-user-deleted.json")).unwrap(),
-            Delivery::Deleted { kind: "user.deleted".into() }
+            Delivery::Deleted {
+                kind: "user.deleted".into()
+            }
         );
     }
 
@@ -233,14 +258,24 @@ mod tests {
         assert!(error("{not json").contains("not valid JSON"));
         assert!(error("[1,2]").contains("not a Didomi webhook delivery"));
         assert_eq!(error(r#"{"parameters": {}}"#), "`type` is missing");
-        assert_eq!(error(r#"{"type": "user.updated"}"#), "`parameters` is missing");
-        assert_eq!(error(r#"{"type": "user.updated", "parameters": {}}"#), "`parameters.new_entity` is missing");
-        assert!(error(r#"{"type": "notice.published", "parameters": {}}"#).starts_with("unsupported delivery type"));
+        assert_eq!(
+            error(r#"{"type": "user.updated"}"#),
+            "`parameters` is missing"
+        );
+        assert_eq!(
+            error(r#"{"type": "user.updated", "parameters": {}}"#),
+            "`parameters.new_entity` is missing"
+        );
+        assert!(error(r#"{"type": "notice.published", "parameters": {}}"#)
+            .starts_with("unsupported delivery type"));
         let typed = error(
             r#"{"type": "user.created", "parameters": {"entity": {"organization_user_id": "jane@example.com",
                 "consents": {"purposes": [{"id": "x", "enabled": "jane@example.com"}]}}}}"#,
         );
-        assert!(typed.starts_with("`parameters.entity.consents.purposes[0].enabled`: invalid type"), "{typed}");
+        assert!(
+            typed.starts_with("`parameters.entity.consents.purposes[0].enabled`: invalid type"),
+            "{typed}"
+        );
         assert!(!typed.contains("jane"), "{typed}");
     }
 }

@@ -22,14 +22,19 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Rejection { status, message: message.into() }
+        Rejection {
+            status,
+            message: message.into(),
+        }
     }
 }
 
 pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = status.into();
-    response.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.body = Some(Body::Text(body.to_string()));
     response
 }
@@ -38,7 +43,9 @@ impl From<Rejection> for ApiGatewayV2httpResponse {
     fn from(rejection: Rejection) -> Self {
         let mut response = json_response(rejection.status, &json!({ "error": rejection.message }));
         if rejection.status == 405 {
-            response.headers.insert(ALLOW, HeaderValue::from_static("POST"));
+            response
+                .headers
+                .insert(ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }
@@ -49,14 +56,22 @@ pub fn require_post(request: &ApiGatewayV2httpRequest) -> Result<(), Rejection> 
     if method == Method::POST {
         Ok(())
     } else {
-        Err(Rejection::new(405, format!("method {method} is not allowed; webhooks are delivered with POST")))
+        Err(Rejection::new(
+            405,
+            format!("method {method} is not allowed; webhooks are delivered with POST"),
+        ))
     }
 }
 
 /// The request body as bytes, decoded from base64 when API Gateway encoded
 /// it, and refused above 1 MiB.
 pub fn body_bytes(request: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Rejection> {
-    let too_large = || Rejection::new(413, format!("the body is larger than {MAX_BODY_BYTES} bytes"));
+    let too_large = || {
+        Rejection::new(
+            413,
+            format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
     let Some(body) = request.body.as_deref() else {
         return Err(Rejection::new(400, "the request has no body"));
     };
@@ -67,7 +82,9 @@ pub fn body_bytes(request: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Rejectio
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(body.trim())
-            .map_err(|_| Rejection::new(400, "the body is marked base64 but is not valid base64"))?;
+            .map_err(|_| {
+                Rejection::new(400, "the body is marked base64 but is not valid base64")
+            })?;
         if bytes.len() > MAX_BODY_BYTES {
             return Err(too_large());
         }
@@ -82,17 +99,33 @@ pub fn body_bytes(request: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Rejectio
 /// Checks that a delivery comes from Didomi: the client id that API
 /// Gateway's JWT authorizer validated, and the source address when an
 /// allow-list is configured.
-pub fn authenticate_didomi(request: &ApiGatewayV2httpRequest, auth: &DidomiWebhookAuth) -> Result<(), Rejection> {
+pub fn authenticate_didomi(
+    request: &ApiGatewayV2httpRequest,
+    auth: &DidomiWebhookAuth,
+) -> Result<(), Rejection> {
     if !auth.allowed_source_ips.is_empty() {
-        let source = request.request_context.http.source_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let source = request
+            .request_context
+            .http
+            .source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok());
         if !source.is_some_and(|ip| auth.allowed_source_ips.contains(&ip)) {
-            return Err(Rejection::new(403, "the source address is not allowed to deliver webhooks"));
+            return Err(Rejection::new(
+                403,
+                "the source address is not allowed to deliver webhooks",
+            ));
         }
     }
     match auth.mode {
         WebhookAuthMode::None => Ok(()),
         WebhookAuthMode::Jwt => {
-            let claims = request.request_context.authorizer.as_ref().and_then(|a| a.jwt.as_ref()).map(|j| &j.claims);
+            let claims = request
+                .request_context
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .map(|j| &j.claims);
             let Some(client_id) = claims.and_then(|c| c.get("client_id")) else {
                 return Err(Rejection::new(
                     401,
@@ -102,7 +135,10 @@ pub fn authenticate_didomi(request: &ApiGatewayV2httpRequest, auth: &DidomiWebho
             if auth.client_ids.iter().any(|allowed| allowed == client_id) {
                 Ok(())
             } else {
-                Err(Rejection::new(403, "the token's client_id is not allowed to deliver webhooks"))
+                Err(Rejection::new(
+                    403,
+                    "the token's client_id is not allowed to deliver webhooks",
+                ))
             }
         }
     }
@@ -147,12 +183,26 @@ mod tests {
     #[test]
     fn jwt_claims_must_name_an_allowed_client() {
         let auth = jwt(&["didomi"], &[]);
-        assert_eq!(authenticate_didomi(&event("POST", Some(json!({"client_id": "didomi"})), "1.1.1.1"), &auth), Ok(()));
-        assert_eq!(authenticate_didomi(&event("POST", None, "1.1.1.1"), &auth).unwrap_err().status, 401);
         assert_eq!(
-            authenticate_didomi(&event("POST", Some(json!({"client_id": "other"})), "1.1.1.1"), &auth)
+            authenticate_didomi(
+                &event("POST", Some(json!({"client_id": "didomi"})), "1.1.1.1"),
+                &auth
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            authenticate_didomi(&event("POST", None, "1.1.1.1"), &auth)
                 .unwrap_err()
                 .status,
+            401
+        );
+        assert_eq!(
+            authenticate_didomi(
+                &event("POST", Some(json!({"client_id": "other"})), "1.1.1.1"),
+                &auth
+            )
+            .unwrap_err()
+            .status,
             403
         );
     }
@@ -161,10 +211,23 @@ mod tests {
     fn the_source_ip_allow_list_applies_in_every_mode() {
         let mut auth = jwt(&["didomi"], &["203.0.113.7"]);
         let claims = Some(json!({"client_id": "didomi"}));
-        assert_eq!(authenticate_didomi(&event("POST", claims.clone(), "203.0.113.7"), &auth), Ok(()));
-        assert_eq!(authenticate_didomi(&event("POST", claims, "198.51.100.1"), &auth).unwrap_err().status, 403);
+        assert_eq!(
+            authenticate_didomi(&event("POST", claims.clone(), "203.0.113.7"), &auth),
+            Ok(())
+        );
+        assert_eq!(
+            authenticate_didomi(&event("POST", claims, "198.51.100.1"), &auth)
+                .unwrap_err()
+                .status,
+            403
+        );
         auth.mode = WebhookAuthMode::None;
-        assert_eq!(authenticate_didomi(&event("POST", None, "198.51.100.1"), &auth).unwrap_err().status, 403);
+        assert_eq!(
+            authenticate_didomi(&event("POST", None, "198.51.100.1"), &auth)
+                .unwrap_err()
+                .status,
+            403
+        );
     }
 
     #[test]
@@ -186,7 +249,8 @@ mod tests {
         request.body = Some("not base64!".into());
         assert_eq!(body_bytes(&request).unwrap_err().status, 400);
 
-        request.body = Some(base64::engine::general_purpose::STANDARD.encode(vec![b' '; MAX_BODY_BYTES + 1]));
+        request.body =
+            Some(base64::engine::general_purpose::STANDARD.encode(vec![b' '; MAX_BODY_BYTES + 1]));
         assert_eq!(body_bytes(&request).unwrap_err().status, 413);
 
         request.is_base64_encoded = false;

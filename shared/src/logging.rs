@@ -3,10 +3,23 @@
 use sha2::{Digest, Sha256};
 use tracing_subscriber::EnvFilter;
 
-/// Starts JSON logging. The level comes from `RUST_LOG`, else from Lambda's
-/// `AWS_LAMBDA_LOG_LEVEL`, else `info`. The AWS SDK stays at `warn` unless
-/// `RUST_LOG` says otherwise: its info lines are noise in every invocation.
+/// Starts JSON logging to standard output, where Lambda collects it. The
+/// level comes from `RUST_LOG`, else from Lambda's `AWS_LAMBDA_LOG_LEVEL`,
+/// else `info`.
 pub fn init() {
+    init_with(std::io::stdout, "info");
+}
+
+/// JSON logging to standard error, for the CLI, whose standard output is
+/// for the operator; `default_level` applies unless `RUST_LOG` is set.
+pub fn init_stderr(default_level: &str) {
+    init_with(std::io::stderr, default_level);
+}
+
+fn init_with<W>(writer: W, default_level: &str)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
         _ => {
@@ -15,13 +28,17 @@ pub fn init() {
                 .map(|l| l.trim().to_ascii_lowercase())
                 .map(|l| if l == "fatal" { "error".to_string() } else { l })
                 .filter(|l| ["trace", "debug", "info", "warn", "error"].contains(&l.as_str()))
-                .unwrap_or_else(|| "info".to_string());
-            EnvFilter::new(format!("{level},aws_config=warn,aws_smithy_runtime=warn,hyper_util=warn"))
+                .unwrap_or_else(|| default_level.to_string());
+            // The AWS SDK's info lines are noise in every invocation.
+            EnvFilter::new(format!(
+                "{level},aws_config=warn,aws_smithy_runtime=warn,hyper_util=warn"
+            ))
         }
     };
     // try_init: a second call (tests, the local run) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .json()
+        .with_writer(writer)
         .with_env_filter(filter)
         // The runtime's span carries the invocation's requestId.
         .with_current_span(true)

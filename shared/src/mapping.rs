@@ -26,19 +26,33 @@ pub struct Mapping {
 /// The Didomi choice a column follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    Purpose { purpose: String },
-    Channel { channel: String },
+    Purpose {
+        purpose: String,
+    },
+    Channel {
+        channel: String,
+    },
     /// The selected value ids of a preference, comma-separated.
-    Preference { purpose: String, preference: String },
+    Preference {
+        purpose: String,
+        preference: String,
+    },
     /// Whether one value of a preference is selected.
-    PreferenceValue { purpose: String, preference: String, value: String },
+    PreferenceValue {
+        purpose: String,
+        preference: String,
+        value: String,
+    },
 }
 
 /// How the column stores the choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Encoding {
     /// A yes/no column: a boolean, or a choice column with one option per side.
-    Flag { invert: bool, choice: Option<ChoiceValues> },
+    Flag {
+        invert: bool,
+        choice: Option<ChoiceValues>,
+    },
     /// A text column holding comma-separated value ids.
     Text,
 }
@@ -140,12 +154,19 @@ impl TryFrom<RawMapping> for Mapping {
             (_, _, None, Some(_)) => return reject("`value` needs a `preference`"),
             (None, Some(channel), None, None) => Source::Channel { channel },
             (Some(purpose), None, None, None) => Source::Purpose { purpose },
-            (Some(purpose), None, Some(preference), None) => Source::Preference { purpose, preference },
+            (Some(purpose), None, Some(preference), None) => Source::Preference {
+                purpose,
+                preference,
+            },
             (Some(purpose), None, Some(preference), Some(value)) => {
                 if value.contains(',') {
                     return reject("`value` is one value id and cannot contain a comma");
                 }
-                Source::PreferenceValue { purpose, preference, value }
+                Source::PreferenceValue {
+                    purpose,
+                    preference,
+                    value,
+                }
             }
         };
 
@@ -159,13 +180,23 @@ impl TryFrom<RawMapping> for Mapping {
         } else {
             if let Some(choice) = raw.choice {
                 if choice.when_true == choice.when_false {
-                    return reject("`choice` needs two different values for \"true\" and \"false\"");
+                    return reject(
+                        "`choice` needs two different values for \"true\" and \"false\"",
+                    );
                 }
             }
-            Encoding::Flag { invert: raw.invert, choice: raw.choice }
+            Encoding::Flag {
+                invert: raw.invert,
+                choice: raw.choice,
+            }
         };
 
-        Ok(Mapping { column, source, encoding, direction: raw.direction })
+        Ok(Mapping {
+            column,
+            source,
+            encoding,
+            direction: raw.direction,
+        })
     }
 }
 
@@ -177,7 +208,11 @@ impl Mapping {
         };
         let flag = enabled? != *invert;
         Some(match choice {
-            Some(choice) => Value::from(if flag { choice.when_true } else { choice.when_false }),
+            Some(choice) => Value::from(if flag {
+                choice.when_true
+            } else {
+                choice.when_false
+            }),
             None => Value::Bool(flag),
         })
     }
@@ -207,7 +242,10 @@ impl Mapping {
     }
 
     fn bad_value(&self, reason: String) -> ColumnValueError {
-        ColumnValueError { column: self.column.clone(), reason }
+        ColumnValueError {
+            column: self.column.clone(),
+            reason,
+        }
     }
 
     /// The purpose id this mapping belongs to, if any.
@@ -246,18 +284,23 @@ pub fn columns_from_consents(mappings: &[Mapping], consents: &Consents) -> Map<S
     let mut columns = Map::new();
     for mapping in mappings.iter().filter(|m| m.direction.to_dynamics()) {
         let value = match &mapping.source {
-            Source::Purpose { purpose } => {
-                consents.purpose(purpose).and_then(|p| mapping.flag_value(p.enabled))
-            }
-            Source::Channel { channel } => {
-                consents.channel(channel).and_then(|c| mapping.flag_value(c.enabled))
-            }
-            Source::Preference { purpose, preference } => preference_of(consents, purpose, preference)
+            Source::Purpose { purpose } => consents
+                .purpose(purpose)
+                .and_then(|p| mapping.flag_value(p.enabled)),
+            Source::Channel { channel } => consents
+                .channel(channel)
+                .and_then(|c| mapping.flag_value(c.enabled)),
+            Source::Preference {
+                purpose,
+                preference,
+            } => preference_of(consents, purpose, preference)
                 .map(|p| p.value.clone().map(Value::String).unwrap_or(Value::Null)),
-            Source::PreferenceValue { purpose, preference, value } => {
-                preference_of(consents, purpose, preference)
-                    .and_then(|p| mapping.flag_value(Some(p.selected().any(|v| v == value))))
-            }
+            Source::PreferenceValue {
+                purpose,
+                preference,
+                value,
+            } => preference_of(consents, purpose, preference)
+                .and_then(|p| mapping.flag_value(Some(p.selected().any(|v| v == value)))),
         };
         if let Some(value) = value {
             columns.insert(mapping.column.clone(), value);
@@ -266,7 +309,11 @@ pub fn columns_from_consents(mappings: &[Mapping], consents: &Consents) -> Map<S
     columns
 }
 
-fn preference_of<'a>(consents: &'a Consents, purpose: &str, preference: &str) -> Option<&'a PreferenceChoice> {
+fn preference_of<'a>(
+    consents: &'a Consents,
+    purpose: &str,
+    preference: &str,
+) -> Option<&'a PreferenceChoice> {
     consents.purpose(purpose)?.values.get(preference)
 }
 
@@ -284,28 +331,47 @@ pub fn consents_from_columns(
     let mut value_flags: BTreeMap<(String, String), Option<Vec<String>>> = BTreeMap::new();
 
     let purpose_entry = |purposes: &mut BTreeMap<String, PurposeChoice>, id: &str| {
-        purposes.entry(id.to_string()).or_insert_with(|| PurposeChoice {
-            id: id.to_string(),
-            enabled: None,
-            values: BTreeMap::new(),
-        });
+        purposes
+            .entry(id.to_string())
+            .or_insert_with(|| PurposeChoice {
+                id: id.to_string(),
+                enabled: None,
+                values: BTreeMap::new(),
+            });
     };
 
     for mapping in mappings.iter().filter(|m| m.direction.to_didomi()) {
         let column = columns.get(&mapping.column);
         match &mapping.source {
             Source::Purpose { purpose } => {
-                if let Some(enabled) = column.map(|v| mapping.flag_from_column(v)).transpose()?.flatten() {
+                if let Some(enabled) = column
+                    .map(|v| mapping.flag_from_column(v))
+                    .transpose()?
+                    .flatten()
+                {
                     purpose_entry(&mut purposes, purpose);
-                    purposes.get_mut(purpose.as_str()).expect("inserted").enabled = Some(enabled);
+                    purposes
+                        .get_mut(purpose.as_str())
+                        .expect("inserted")
+                        .enabled = Some(enabled);
                 }
             }
             Source::Channel { channel } => {
-                if let Some(enabled) = column.map(|v| mapping.flag_from_column(v)).transpose()?.flatten() {
-                    channels.push(ChannelChoice { id: channel.clone(), enabled: Some(enabled) });
+                if let Some(enabled) = column
+                    .map(|v| mapping.flag_from_column(v))
+                    .transpose()?
+                    .flatten()
+                {
+                    channels.push(ChannelChoice {
+                        id: channel.clone(),
+                        enabled: Some(enabled),
+                    });
                 }
             }
-            Source::Preference { purpose, preference } => {
+            Source::Preference {
+                purpose,
+                preference,
+            } => {
                 let Some(value) = column else { continue };
                 let text = match value {
                     Value::Null => String::new(),
@@ -319,10 +385,17 @@ pub fn consents_from_columns(
                     .values
                     .insert(preference.clone(), PreferenceChoice { value: Some(text) });
             }
-            Source::PreferenceValue { purpose, preference, value } => {
+            Source::PreferenceValue {
+                purpose,
+                preference,
+                value,
+            } => {
                 let key = (purpose.clone(), preference.clone());
                 let selected = value_flags.entry(key).or_insert_with(|| Some(Vec::new()));
-                let flag = column.map(|v| mapping.flag_from_column(v)).transpose()?.flatten();
+                let flag = column
+                    .map(|v| mapping.flag_from_column(v))
+                    .transpose()?
+                    .flatten();
                 match (flag, selected.as_mut()) {
                     (None, _) => *selected = None,
                     (Some(true), Some(list)) => list.push(value.clone()),
@@ -337,12 +410,15 @@ pub fn consents_from_columns(
         purpose_entry(&mut purposes, &purpose);
         let values = &mut purposes.get_mut(purpose.as_str()).expect("inserted").values;
         // A text mapping of the same preference is the more complete source.
-        values
-            .entry(preference)
-            .or_insert(PreferenceChoice { value: Some(selected.join(",")) });
+        values.entry(preference).or_insert(PreferenceChoice {
+            value: Some(selected.join(",")),
+        });
     }
 
-    Ok(Consents { purposes: purposes.into_values().collect(), channels })
+    Ok(Consents {
+        purposes: purposes.into_values().collect(),
+        channels,
+    })
 }
 
 #[cfg(test)]
@@ -352,7 +428,9 @@ mod tests {
 
     fn mappings(value: Value) -> Vec<Mapping> {
         let raw: Vec<RawMapping> = serde_json::from_value(value).unwrap();
-        raw.into_iter().map(|m| Mapping::try_from(m).unwrap()).collect()
+        raw.into_iter()
+            .map(|m| Mapping::try_from(m).unwrap())
+            .collect()
     }
 
     fn rejection(value: Value) -> String {
@@ -408,7 +486,10 @@ mod tests {
 
         let columns = columns_from_consents(&sample_mappings(), &consents);
 
-        assert_eq!(Value::Object(columns), json!({"new_topics": "news", "new_sports": false}));
+        assert_eq!(
+            Value::Object(columns),
+            json!({"new_topics": "news", "new_sports": false})
+        );
     }
 
     #[test]
@@ -422,7 +503,8 @@ mod tests {
             "new_legacyflag": false
         });
 
-        let consents = consents_from_columns(&sample_mappings(), columns.as_object().unwrap()).unwrap();
+        let consents =
+            consents_from_columns(&sample_mappings(), columns.as_object().unwrap()).unwrap();
 
         assert_eq!(
             serde_json::to_value(&consents).unwrap(),
@@ -462,19 +544,26 @@ mod tests {
         let from_all = consents_from_columns(&mappings, all.as_object().unwrap()).unwrap();
         let from_partial = consents_from_columns(&mappings, partial.as_object().unwrap()).unwrap();
 
-        assert_eq!(from_all.purpose("newsletter").unwrap().values["topics"].value.as_deref(), Some("sports,news"));
+        assert_eq!(
+            from_all.purpose("newsletter").unwrap().values["topics"]
+                .value
+                .as_deref(),
+            Some("sports,news")
+        );
         assert!(from_partial.is_empty());
     }
 
     #[test]
     fn unreadable_column_values_are_errors_naming_the_column() {
         let columns = json!({"new_profiling": 7});
-        let err = consents_from_columns(&sample_mappings(), columns.as_object().unwrap()).unwrap_err();
+        let err =
+            consents_from_columns(&sample_mappings(), columns.as_object().unwrap()).unwrap_err();
         assert_eq!(err.column, "new_profiling");
         assert!(err.reason.contains("neither choice value"), "{err}");
 
         let columns = json!({"donotemail": "yes"});
-        let err = consents_from_columns(&sample_mappings(), columns.as_object().unwrap()).unwrap_err();
+        let err =
+            consents_from_columns(&sample_mappings(), columns.as_object().unwrap()).unwrap_err();
         assert_eq!(err.to_string(), "column `donotemail` is not a boolean");
     }
 
@@ -485,22 +574,37 @@ mod tests {
             rejection(json!({"column": "a", "purpose": "x", "channel": "y"})),
             "set `purpose` or `channel`, not both"
         );
-        assert_eq!(rejection(json!({"column": "a"})), "one of `purpose` or `channel` is required");
-        assert!(rejection(json!({"column": "a", "channel": "y", "preference": "p"})).contains("channels"));
-        assert_eq!(rejection(json!({"column": "a", "purpose": "x", "value": "v"})), "`value` needs a `preference`");
-        assert!(rejection(json!({"column": "a", "purpose": "x", "preference": "p", "invert": true}))
-            .contains("text column"));
-        assert!(rejection(json!({"column": "a", "purpose": "x", "choice": {"true": 1, "false": 1}}))
-            .contains("two different values"));
+        assert_eq!(
+            rejection(json!({"column": "a"})),
+            "one of `purpose` or `channel` is required"
+        );
+        assert!(
+            rejection(json!({"column": "a", "channel": "y", "preference": "p"}))
+                .contains("channels")
+        );
+        assert_eq!(
+            rejection(json!({"column": "a", "purpose": "x", "value": "v"})),
+            "`value` needs a `preference`"
+        );
+        assert!(rejection(
+            json!({"column": "a", "purpose": "x", "preference": "p", "invert": true})
+        )
+        .contains("text column"));
+        assert!(rejection(
+            json!({"column": "a", "purpose": "x", "choice": {"true": 1, "false": 1}})
+        )
+        .contains("two different values"));
         assert!(rejection(json!({"column": "DoNotEmail", "purpose": "x"})).contains("logical name"));
         assert!(rejection(json!({"column": "a", "purpose": " "})).contains("`purpose` is empty"));
     }
 
     #[test]
     fn unknown_mapping_fields_are_rejected_rather_than_ignored() {
-        let err = serde_json::from_value::<RawMapping>(json!({"column": "a", "purpose": "x", "invret": true}))
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_value::<RawMapping>(
+            json!({"column": "a", "purpose": "x", "invret": true}),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown field `invret`"), "{err}");
     }
 }

@@ -18,7 +18,10 @@ impl Deadline {
     /// to build and send the answer: an answer that arrives after the deadline
     /// is lost, and the caller sees a timeout.
     pub fn from_epoch_millis(deadline_ms: u64, reserve: Duration) -> Self {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
         Deadline(Instant::now() + left.saturating_sub(reserve))
     }
@@ -87,15 +90,26 @@ fn not_processed(status: StatusCode) -> bool {
 
 /// `Retry-After` in seconds (Dataverse and Entra send seconds).
 pub fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 impl RetryPolicy {
     /// Exponential backoff with full jitter, so that throttled callers do not
     /// come back in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.max_delay);
         let millis = cap.as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
@@ -115,25 +129,40 @@ impl RetryPolicy {
             attempts += 1;
             let remaining = deadline.remaining();
             if remaining.is_zero() {
-                return Err(SendError { attempts: attempts - 1, kind: SendErrorKind::Timeout });
+                return Err(SendError {
+                    attempts: attempts - 1,
+                    kind: SendErrorKind::Timeout,
+                });
             }
-            let result = build().timeout(self.attempt_timeout.min(remaining)).send().await;
+            let result = build()
+                .timeout(self.attempt_timeout.min(remaining))
+                .send()
+                .await;
             let wait = match &result {
                 Ok(response) => {
                     let status = response.status();
-                    let retry = is_transient(status) && (replay == Replay::Safe || not_processed(status));
+                    let retry =
+                        is_transient(status) && (replay == Replay::Safe || not_processed(status));
                     retry.then(|| retry_after(response).unwrap_or_else(|| self.backoff(attempts)))
                 }
                 Err(e) => {
-                    let retry = e.is_connect() || (replay == Replay::Safe && (e.is_timeout() || e.is_request()));
+                    let retry = e.is_connect()
+                        || (replay == Replay::Safe && (e.is_timeout() || e.is_request()));
                     retry.then(|| self.backoff(attempts))
                 }
             };
             match wait {
                 // Another attempt only when it can still finish in time: otherwise
                 // the caller reports the failure while it still can.
-                Some(wait) if attempts < self.max_attempts && wait + MIN_ATTEMPT < deadline.remaining() => {
-                    tracing::debug!(attempt = attempts, wait_ms = wait.as_millis() as u64, "retrying a transient failure");
+                Some(wait)
+                    if attempts < self.max_attempts
+                        && wait + MIN_ATTEMPT < deadline.remaining() =>
+                {
+                    tracing::debug!(
+                        attempt = attempts,
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying a transient failure"
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 _ => return result.map_err(|e| send_error(e, attempts)),
@@ -170,9 +199,15 @@ mod tests {
         };
         for _ in 0..50 {
             let first = policy.backoff(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            assert!(
+                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+                "{first:?}"
+            );
             let third = policy.backoff(3);
-            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
+            assert!(
+                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+                "{third:?}"
+            );
             assert!(policy.backoff(30) <= Duration::from_millis(1000));
         }
     }

@@ -24,7 +24,10 @@ pub struct AccessToken {
 impl AccessToken {
     pub fn new(value: Secret, lifetime: Duration) -> Self {
         let margin = Duration::from_secs(300).min(lifetime / 2);
-        AccessToken { value, renew_at: Instant::now() + lifetime - margin }
+        AccessToken {
+            value,
+            renew_at: Instant::now() + lifetime - margin,
+        }
     }
 }
 
@@ -65,7 +68,10 @@ impl TokenCache {
     /// already replaced it.
     pub async fn reject(&self, token: &Secret) {
         let mut slot = self.slot.lock().await;
-        if slot.as_ref().is_some_and(|(_, cached)| &cached.value == token) {
+        if slot
+            .as_ref()
+            .is_some_and(|(_, cached)| &cached.value == token)
+        {
             *slot = None;
         }
     }
@@ -74,7 +80,11 @@ impl TokenCache {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("Entra ID refused the token request (HTTP {status}): {error}{}", description.as_deref().map(|d| format!(" — {d}")).unwrap_or_default())]
-    Refused { status: u16, error: String, description: Option<String> },
+    Refused {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
     #[error("Entra ID token endpoint unavailable: {0}")]
     Unavailable(#[from] SendError),
     #[error("Entra ID token endpoint answered HTTP {status} without a token")]
@@ -85,7 +95,9 @@ impl TokenError {
     /// True when retrying later may help; false for a configuration problem.
     pub fn is_transient(&self) -> bool {
         match self {
-            TokenError::Refused { status, .. } | TokenError::BadAnswer { status } => *status >= 500 || *status == 429,
+            TokenError::Refused { status, .. } | TokenError::BadAnswer { status } => {
+                *status >= 500 || *status == 429
+            }
             TokenError::Unavailable(_) => true,
         }
     }
@@ -119,7 +131,10 @@ pub async fn request_dataverse_token(
     deadline: Deadline,
     config: &Config,
 ) -> Result<AccessToken, TokenError> {
-    let url = format!("{}/{}/oauth2/v2.0/token", config.authority_host, config.tenant_id);
+    let url = format!(
+        "{}/{}/oauth2/v2.0/token",
+        config.authority_host, config.tenant_id
+    );
     let scope = format!("{}/.default", config.server_instance);
     let form = [
         ("grant_type", "client_credentials"),
@@ -127,23 +142,37 @@ pub async fn request_dataverse_token(
         ("client_secret", config.client_secret.expose()),
         ("scope", scope.as_str()),
     ];
-    let response = policy.send(deadline, Replay::Safe, || http.post(&url).form(&form)).await?;
+    let response = policy
+        .send(deadline, Replay::Safe, || http.post(&url).form(&form))
+        .await?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(|_| TokenError::BadAnswer { status })?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|_| TokenError::BadAnswer { status })?;
     if status == 200 {
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| TokenError::BadAnswer { status })?;
+        let answer: TokenAnswer =
+            serde_json::from_slice(&body).map_err(|_| TokenError::BadAnswer { status })?;
         let seconds = match answer.expires_in {
             ExpiresIn::Seconds(s) => s,
-            ExpiresIn::Text(s) => s.trim().parse().map_err(|_| TokenError::BadAnswer { status })?,
+            ExpiresIn::Text(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| TokenError::BadAnswer { status })?,
         };
-        return Ok(AccessToken::new(Secret::new(answer.access_token), Duration::from_secs(seconds)));
+        return Ok(AccessToken::new(
+            Secret::new(answer.access_token),
+            Duration::from_secs(seconds),
+        ));
     }
     match serde_json::from_slice::<TokenRefusal>(&body) {
         Ok(refusal) => Err(TokenError::Refused {
             status,
             error: refusal.error,
             // The first line names the AADSTS code and the reason; the rest is trace ids.
-            description: refusal.error_description.map(|d| d.lines().next().unwrap_or_default().to_string()),
+            description: refusal
+                .error_description
+                .map(|d| d.lines().next().unwrap_or_default().to_string()),
         }),
         Err(_) => Err(TokenError::BadAnswer { status }),
     }
@@ -172,26 +201,49 @@ mod tests {
             let token: Result<Secret, ()> = cache
                 .get(1, || {
                     fetches += 1;
-                    async { Ok(AccessToken::new(Secret::new("a"), Duration::from_secs(3600))) }
+                    async {
+                        Ok(AccessToken::new(
+                            Secret::new("a"),
+                            Duration::from_secs(3600),
+                        ))
+                    }
                 })
                 .await;
             assert_eq!(token.unwrap().expose(), "a");
         }
         assert_eq!(fetches, 1);
 
-        let other: Result<Secret, ()> =
-            cache.get(2, || async { Ok(AccessToken::new(Secret::new("b"), Duration::from_secs(3600))) }).await;
+        let other: Result<Secret, ()> = cache
+            .get(2, || async {
+                Ok(AccessToken::new(
+                    Secret::new("b"),
+                    Duration::from_secs(3600),
+                ))
+            })
+            .await;
         assert_eq!(other.unwrap().expose(), "b");
     }
 
     #[tokio::test]
     async fn a_rejected_token_is_fetched_again() {
         let cache = TokenCache::default();
-        let first: Result<Secret, ()> =
-            cache.get(1, || async { Ok(AccessToken::new(Secret::new("a"), Duration::from_secs(3600))) }).await;
+        let first: Result<Secret, ()> = cache
+            .get(1, || async {
+                Ok(AccessToken::new(
+                    Secret::new("a"),
+                    Duration::from_secs(3600),
+                ))
+            })
+            .await;
         cache.reject(&first.unwrap()).await;
-        let second: Result<Secret, ()> =
-            cache.get(1, || async { Ok(AccessToken::new(Secret::new("b"), Duration::from_secs(3600))) }).await;
+        let second: Result<Secret, ()> = cache
+            .get(1, || async {
+                Ok(AccessToken::new(
+                    Secret::new("b"),
+                    Duration::from_secs(3600),
+                ))
+            })
+            .await;
         assert_eq!(second.unwrap().expose(), "b");
     }
 
@@ -199,6 +251,9 @@ mod tests {
     fn short_lived_tokens_are_renewed_at_half_their_life() {
         let token = AccessToken::new(Secret::new("a"), Duration::from_secs(60));
         let left = token.renew_at - Instant::now();
-        assert!(left <= Duration::from_secs(30) && left > Duration::from_secs(29), "{left:?}");
+        assert!(
+            left <= Duration::from_secs(30) && left > Duration::from_secs(29),
+            "{left:?}"
+        );
     }
 }

@@ -19,30 +19,60 @@ fn refusal(status: u16, error: &str, code: u32, description: &str) -> Response {
         "correlation_id": "4b1f0c2d-5e6a-4d7b-8c9e-0f1a2b3c4d5e",
         "error_uri": "https://login.microsoftonline.com/error?code=".to_string() + &code.to_string()
     });
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), axum::Json(body)).into_response()
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 pub fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
-    let mut response = refusal(status, "temporarily_unavailable", 50196, "The server is temporarily unavailable.");
+    let mut response = refusal(
+        status,
+        "temporarily_unavailable",
+        50196,
+        "The server is temporarily unavailable.",
+    );
     if let Some(seconds) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
 
 pub fn token(state: &mut SimState, method: &Method, path: &str, body: &[u8]) -> Response {
     if method != Method::POST {
-        return refusal(405, "invalid_request", 900561, "The endpoint only accepts POST requests.");
+        return refusal(
+            405,
+            "invalid_request",
+            900561,
+            "The endpoint only accepts POST requests.",
+        );
     }
     state.token_requests += 1;
-    let tenant = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let tenant = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
     if tenant != state.identity.tenant_id {
-        return refusal(400, "invalid_tenant", 90002, &format!("Tenant '{tenant}' not found."));
+        return refusal(
+            400,
+            "invalid_tenant",
+            90002,
+            &format!("Tenant '{tenant}' not found."),
+        );
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
     if field("grant_type") != "client_credentials" {
-        return refusal(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.");
+        return refusal(
+            400,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        );
     }
     if field("client_id") != state.identity.client_id {
         return refusal(
@@ -53,16 +83,29 @@ pub fn token(state: &mut SimState, method: &Method, path: &str, body: &[u8]) -> 
         );
     }
     if field("client_secret") != state.identity.client_secret {
-        return refusal(401, "invalid_client", 7000215, "Invalid client secret provided.");
+        return refusal(
+            401,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided.",
+        );
     }
     let expected_scope = format!("{}/.default", state.base_url);
     if field("scope") != expected_scope {
-        return refusal(400, "invalid_scope", 70011, "The provided value for the input parameter 'scope' is not valid.");
+        return refusal(
+            400,
+            "invalid_scope",
+            70011,
+            "The provided value for the input parameter 'scope' is not valid.",
+        );
     }
     let access_token = format!("sim.{}", uuid::Uuid::new_v4().simple());
     state.issued_tokens.insert(access_token.clone());
-    let expires_in =
-        if state.token_lifetime_as_text { json!(state.token_lifetime.to_string()) } else { json!(state.token_lifetime) };
+    let expires_in = if state.token_lifetime_as_text {
+        json!(state.token_lifetime.to_string())
+    } else {
+        json!(state.token_lifetime)
+    };
     axum::Json(json!({
         "token_type": "Bearer",
         "expires_in": expires_in,

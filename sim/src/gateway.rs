@@ -23,8 +23,11 @@ use tokio::task::JoinHandle;
 /// What the function returns: its response, or a function error (which API
 /// Gateway turns into a bare 500).
 pub type HandlerResult = Result<ApiGatewayV2httpResponse, String>;
-pub type Handler =
-    Arc<dyn Fn(ApiGatewayV2httpRequest) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>> + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(ApiGatewayV2httpRequest) -> Pin<Box<dyn Future<Output = HandlerResult> + Send>>
+        + Send
+        + Sync,
+>;
 
 #[derive(Clone)]
 struct Route {
@@ -58,16 +61,27 @@ impl Gateway {
         let app = axum::Router::new()
             .fallback(invoke)
             .layer(axum::extract::DefaultBodyLimit::max(10 * 1024 * 1024))
-            .with_state(Route { handler, jwt_claims });
+            .with_state(Route {
+                handler,
+                jwt_claims,
+            });
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         });
         Ok(Gateway { url, server })
     }
 }
 
 fn is_text(headers: &HeaderMap) -> bool {
-    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     content_type.is_empty()
         || content_type.starts_with("text/")
         || content_type.contains("json")
@@ -84,14 +98,18 @@ pub fn event(
     source_ip: &str,
     jwt_claims: Option<&Map<String, Value>>,
 ) -> Value {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     // Repeated headers are joined with commas, as API Gateway does.
     let mut header_map = Map::new();
     for (name, value) in headers {
         let value = value.to_str().unwrap_or_default();
         header_map
             .entry(name.as_str().to_string())
-            .and_modify(|v| *v = Value::String(format!("{},{value}", v.as_str().unwrap_or_default())))
+            .and_modify(|v| {
+                *v = Value::String(format!("{},{value}", v.as_str().unwrap_or_default()))
+            })
             .or_insert_with(|| Value::String(value.to_string()));
     }
     let mut query = Map::new();
@@ -101,7 +119,10 @@ pub fn event(
     let (body, encoded) = match std::str::from_utf8(body) {
         _ if body.is_empty() => (Value::Null, false),
         Ok(text) if is_text(headers) => (Value::String(text.to_string()), false),
-        _ => (Value::String(base64::engine::general_purpose::STANDARD.encode(body)), true),
+        _ => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(body)),
+            true,
+        ),
     };
     let mut context = json!({
         "accountId": "123456789012",
@@ -150,7 +171,9 @@ pub fn http_response(response: ApiGatewayV2httpResponse) -> Response {
         .unwrap_or(StatusCode::BAD_GATEWAY);
     let body = match response.body {
         Some(Body::Text(text)) if response.is_base64_encoded => {
-            base64::engine::general_purpose::STANDARD.decode(text).unwrap_or_default()
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap_or_default()
         }
         Some(Body::Text(text)) => text.into_bytes(),
         Some(Body::Binary(bytes)) => bytes,
@@ -171,14 +194,31 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let event = event(&method, &uri, &headers, &body, &peer.ip().to_string(), route.jwt_claims.as_ref());
+    let event = event(
+        &method,
+        &uri,
+        &headers,
+        &body,
+        &peer.ip().to_string(),
+        route.jwt_claims.as_ref(),
+    );
     let request: ApiGatewayV2httpRequest = match serde_json::from_value(event) {
         Ok(request) => request,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("gateway could not build the event: {e}")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("gateway could not build the event: {e}"),
+            )
+                .into_response()
+        }
     };
     match (route.handler)(request).await {
         Ok(response) => http_response(response),
         // What API Gateway answers when the function fails.
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": "Internal Server Error"}))).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({"message": "Internal Server Error"})),
+        )
+            .into_response(),
     }
 }

@@ -53,7 +53,10 @@ impl Default for Identity {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
     /// Answer with this status and an OData (or OAuth) error body.
-    Status { status: u16, retry_after: Option<u64> },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// Wait this long, then serve the request normally: a slow service.
     Delay(Duration),
 }
@@ -109,20 +112,41 @@ pub fn sample_contacts() -> Vec<Map<String, Value>> {
         row
     };
     vec![
-        contact("6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c", "Jane", "Doe", "jane.doe@example.com"),
-        contact("3b0e6f2a-8c1d-4e5f-a6b7-c8d9e0f1a2b3", "Seán", "O'Brien", "o'brien+news&co@example.com"),
-        contact("9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", "Ada", "Lovelace", "ada@example.com"),
+        contact(
+            "6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c",
+            "Jane",
+            "Doe",
+            "jane.doe@example.com",
+        ),
+        contact(
+            "3b0e6f2a-8c1d-4e5f-a6b7-c8d9e0f1a2b3",
+            "Seán",
+            "O'Brien",
+            "o'brien+news&co@example.com",
+        ),
+        contact(
+            "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a",
+            "Ada",
+            "Lovelace",
+            "ada@example.com",
+        ),
     ]
 }
 
 impl Simulator {
     /// Starts on an ephemeral loopback port with the standard contact
     /// columns and the given contacts (unset columns get their defaults).
-    pub async fn start(identity: Identity, contacts: Vec<Map<String, Value>>) -> std::io::Result<Simulator> {
+    pub async fn start(
+        identity: Identity,
+        contacts: Vec<Map<String, Value>>,
+    ) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let columns = dataverse::standard_columns();
-        let contacts = contacts.into_iter().map(|c| dataverse::with_defaults(&columns, c)).collect();
+        let contacts = contacts
+            .into_iter()
+            .map(|c| dataverse::with_defaults(&columns, c))
+            .collect();
         let state = Arc::new(Mutex::new(SimState {
             identity,
             base_url: url.clone(),
@@ -131,7 +155,9 @@ impl Simulator {
             contacts,
             ..SimState::default()
         }));
-        let app = axum::Router::new().fallback(dispatch).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(dispatch)
+            .with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -144,7 +170,11 @@ impl Simulator {
     }
 
     pub fn contact_by_id(&self, id: &str) -> Option<Map<String, Value>> {
-        self.state().contacts.iter().find(|c| c.get("contactid").and_then(Value::as_str) == Some(id)).cloned()
+        self.state()
+            .contacts
+            .iter()
+            .find(|c| c.get("contactid").and_then(Value::as_str) == Some(id))
+            .cloned()
     }
 
     /// Contacts whose column equals `value`, compared as Dataverse compares strings.
@@ -152,18 +182,30 @@ impl Simulator {
         self.state()
             .contacts
             .iter()
-            .filter(|c| c.get(column).and_then(Value::as_str).is_some_and(|v| v.to_lowercase() == value.to_lowercase()))
+            .filter(|c| {
+                c.get(column)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.to_lowercase() == value.to_lowercase())
+            })
             .cloned()
             .collect()
     }
 
     /// The Dataverse requests received so far (token requests excluded).
     pub fn dataverse_requests(&self) -> Vec<Recorded> {
-        self.state().requests.iter().filter(|r| r.path_and_query.starts_with("/api/")).cloned().collect()
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.path_and_query.starts_with("/api/"))
+            .cloned()
+            .collect()
     }
 
     pub fn writes(&self) -> Vec<Recorded> {
-        self.dataverse_requests().into_iter().filter(|r| r.method != "GET").collect()
+        self.dataverse_requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .collect()
     }
 
     pub fn token_requests(&self) -> usize {
@@ -173,7 +215,9 @@ impl Simulator {
     /// The next `times` Dataverse requests fail with `fault`.
     pub fn fail_dataverse(&self, times: usize, fault: Fault) {
         let mut state = self.state();
-        state.dataverse_faults.extend(std::iter::repeat_n(fault, times));
+        state
+            .dataverse_faults
+            .extend(std::iter::repeat_n(fault, times));
     }
 
     pub fn fail_token_endpoint(&self, times: usize, fault: Fault) {
@@ -205,7 +249,10 @@ async fn dispatch(
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         state.requests.push(Recorded {
             method: method.to_string(),
-            path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            path_and_query: uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             headers: headers
                 .iter()
                 .filter(|(name, _)| *name != "authorization")
@@ -221,7 +268,10 @@ async fn dispatch(
     };
     match fault {
         Some(Fault::Delay(delay)) => tokio::time::sleep(delay).await,
-        Some(Fault::Status { status, retry_after }) => {
+        Some(Fault::Status {
+            status,
+            retry_after,
+        }) => {
             return if is_token {
                 entra::fault_response(status, retry_after)
             } else {
@@ -236,7 +286,11 @@ async fn dispatch(
     } else if let Some(rest) = path.strip_prefix(dataverse::API_PATH) {
         dataverse::serve(&mut state, &method, rest, &query, &headers, &body)
     } else {
-        dataverse::odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'."))
+        dataverse::odata_error(
+            404,
+            "0x80060888",
+            &format!("Resource not found for the segment '{path}'."),
+        )
     }
 }
 
@@ -246,7 +300,8 @@ pub const LOCAL_CONFIG: &str = include_str!("../../events/local-config.json");
 impl Simulator {
     /// `events/local-config.json` pointed at this simulator and its identity.
     pub fn config(&self) -> Value {
-        let mut config: Value = serde_json::from_str(LOCAL_CONFIG).expect("events/local-config.json is valid JSON");
+        let mut config: Value =
+            serde_json::from_str(LOCAL_CONFIG).expect("events/local-config.json is valid JSON");
         let identity = self.state().identity.clone();
         config["server_instance"] = Value::String(self.url.clone());
         config["authority_host"] = Value::String(self.url.clone());

@@ -25,9 +25,15 @@ pub enum Invocation {
     /// The function's response document.
     Response(Value),
     /// The function reported an error (`/invocation/{id}/error`).
-    Error { error_type: String, error_message: String },
+    Error {
+        error_type: String,
+        error_message: String,
+    },
     /// The runtime reported an initialisation error.
-    InitError { error_type: String, error_message: String },
+    InitError {
+        error_type: String,
+        error_message: String,
+    },
 }
 
 struct Queued {
@@ -59,7 +65,13 @@ impl Drop for RuntimeApi {
 
 fn error_of(body: &[u8]) -> (String, String) {
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let field = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (field("errorType"), field("errorMessage"))
 }
 
@@ -69,43 +81,74 @@ async fn next(State(shared): State<Shared>) -> Response {
     };
     let mut response = axum::Json(queued.event).into_response();
     let headers = response.headers_mut();
-    headers.insert("Lambda-Runtime-Aws-Request-Id", queued.id.parse().expect("ascii"));
+    headers.insert(
+        "Lambda-Runtime-Aws-Request-Id",
+        queued.id.parse().expect("ascii"),
+    );
     headers.insert("Lambda-Runtime-Deadline-Ms", queued.deadline_ms.into());
-    headers.insert("Lambda-Runtime-Invoked-Function-Arn", FUNCTION_ARN.parse().expect("ascii"));
+    headers.insert(
+        "Lambda-Runtime-Invoked-Function-Arn",
+        FUNCTION_ARN.parse().expect("ascii"),
+    );
     headers.insert(
         "Lambda-Runtime-Trace-Id",
-        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0".parse().expect("ascii"),
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0"
+            .parse()
+            .expect("ascii"),
     );
     response
 }
 
 fn finish(shared: &Shared, id: &str, result: Invocation) -> Response {
-    match shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(id) {
+    match shared
+        .waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(id)
+    {
         Some(sender) => {
             let _ = sender.send(result);
             (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
         }
         None => (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"})),
+            axum::Json(
+                json!({"errorMessage": "Invalid request ID", "errorType": "InvalidRequestID"}),
+            ),
         )
             .into_response(),
     }
 }
 
 async fn response(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
-    let value = serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let value = serde_json::from_slice(&body)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
     finish(&shared, &id, Invocation::Response(value))
 }
 
-async fn error(State(shared): State<Shared>, Path(id): Path<String>, _headers: HeaderMap, body: Bytes) -> Response {
+async fn error(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (error_type, error_message) = error_of(&body);
-    finish(&shared, &id, Invocation::Error { error_type, error_message })
+    finish(
+        &shared,
+        &id,
+        Invocation::Error {
+            error_type,
+            error_message,
+        },
+    )
 }
 
 async fn init_error(State(shared): State<Shared>, body: Bytes) -> Response {
     let (error_type, error_message) = error_of(&body);
-    *shared.init_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Invocation::InitError { error_type, error_message });
+    *shared.init_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(Invocation::InitError {
+        error_type,
+        error_message,
+    });
     (StatusCode::ACCEPTED, axum::Json(json!({"status": "OK"}))).into_response()
 }
 
@@ -121,14 +164,22 @@ impl RuntimeApi {
         };
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(RuntimeApi { address, sender, shared, server })
+        Ok(RuntimeApi {
+            address,
+            sender,
+            shared,
+            server,
+        })
     }
 
     /// Delivers `event` to the function and waits for its outcome, with the
@@ -136,14 +187,31 @@ impl RuntimeApi {
     /// in that time (plus a second of grace).
     pub async fn invoke(&self, event: Value, timeout: Duration) -> Option<Invocation> {
         let id = uuid::Uuid::new_v4().to_string();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let deadline_ms = (now + timeout).as_millis() as u64;
         let (done, outcome) = oneshot::channel();
-        self.shared.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), done);
-        self.sender.send(Queued { id, event, deadline_ms }).ok()?;
+        self.shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), done);
+        self.sender
+            .send(Queued {
+                id,
+                event,
+                deadline_ms,
+            })
+            .ok()?;
         match tokio::time::timeout(timeout + Duration::from_secs(1), outcome).await {
             Ok(Ok(result)) => Some(result),
-            _ => self.shared.init_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            _ => self
+                .shared
+                .init_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

@@ -29,10 +29,18 @@ pub fn sample_for(name: &str, organization_user_id: &str) -> String {
 }
 
 /// The v2.0 event API Gateway would deliver for this request.
-pub fn http_event(method: &str, body: &str, source_ip: &str, jwt_claims: Option<Value>) -> ApiGatewayV2httpRequest {
+pub fn http_event(
+    method: &str,
+    body: &str,
+    source_ip: &str,
+    jwt_claims: Option<Value>,
+) -> ApiGatewayV2httpRequest {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert("user-agent", HeaderValue::from_static("Didomi-Webhooks/1.0"));
+    headers.insert(
+        "user-agent",
+        HeaderValue::from_static("Didomi-Webhooks/1.0"),
+    );
     let event = consent_sync_sim::gateway::event(
         &Method::from_bytes(method.as_bytes()).unwrap(),
         &Uri::from_static("/"),
@@ -67,10 +75,15 @@ impl Fixture {
     /// The simulator with the sample contacts and the local configuration,
     /// changed by `adjust`.
     pub async fn new(adjust: impl FnOnce(&mut Value)) -> Fixture {
-        let sim = Simulator::start(Identity::default(), sample_contacts()).await.unwrap();
+        let sim = Simulator::start(Identity::default(), sample_contacts())
+            .await
+            .unwrap();
         let mut config = sim.config();
         adjust(&mut config);
-        let function = DidomiToDynamics::new(ConfigSource::Inline(config.to_string()), Duration::from_secs(300));
+        let function = DidomiToDynamics::new(
+            ConfigSource::Inline(config.to_string()),
+            Duration::from_secs(300),
+        );
         Fixture { sim, function }
     }
 
@@ -78,8 +91,16 @@ impl Fixture {
         self.deliver_within(request, Duration::from_secs(10)).await
     }
 
-    pub async fn deliver_within(&self, request: &ApiGatewayV2httpRequest, budget: Duration) -> (i64, Value) {
-        let response = self.function.handle(request, Deadline::after(budget)).await.expect("configuration loads");
+    pub async fn deliver_within(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        budget: Duration,
+    ) -> (i64, Value) {
+        let response = self
+            .function
+            .handle(request, Deadline::after(budget))
+            .await
+            .expect("configuration loads");
         answer(&response)
     }
 
@@ -88,13 +109,31 @@ impl Fixture {
     }
 }
 
-/// Serves a function handler behind the local API Gateway.
+/// Serves a function handler behind the local API Gateway, as `consent-sync local` does.
 pub async fn serve(function: Arc<DidomiToDynamics>) -> consent_sync_sim::gateway::Gateway {
-    let handler: consent_sync_sim::gateway::Handler = Arc::new(move |request: ApiGatewayV2httpRequest| {
-        let function = function.clone();
-        Box::pin(async move {
-            function.handle(&request, Deadline::after(Duration::from_secs(10))).await.map_err(|e| e.to_string())
-        })
-    });
-    consent_sync_sim::gateway::Gateway::start(SocketAddr::from(([127, 0, 0, 1], 0)), handler, None).await.unwrap()
+    let handler = consent_sync_cli::local::gateway_handler(function);
+    consent_sync_sim::gateway::Gateway::start(SocketAddr::from(([127, 0, 0, 1], 0)), handler, None)
+        .await
+        .unwrap()
+}
+
+/// Builds one of the workspace's binaries (a no-op when it is up to date)
+/// and returns its path, next to this test's own executable.
+pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", name])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {name} failed");
+    // target/debug/deps/<test> -> target/debug/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join(name);
+    assert!(path.exists(), "{} not found", path.display());
+    path
 }

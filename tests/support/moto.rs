@@ -28,7 +28,11 @@ impl Drop for Moto {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Moto {
@@ -44,11 +48,22 @@ impl Moto {
             .unwrap_or_else(|e| {
                 panic!("could not start {program} ({e}): install it with `pip install 'moto[server]'` (scripts/test does)")
             });
-        let moto = Moto { url: format!("http://127.0.0.1:{port}"), child };
+        let moto = Moto {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        };
         let http = reqwest::Client::new();
         let started = Instant::now();
-        while http.get(format!("{}/moto-api/", moto.url)).send().await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not start within 30 s");
+        while http
+            .get(format!("{}/moto-api/", moto.url))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not start within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         moto
@@ -59,13 +74,22 @@ impl Moto {
             .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
             .region(aws_sdk_secretsmanager::config::Region::new(REGION))
             .endpoint_url(&self.url)
-            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
             .build();
         aws_sdk_secretsmanager::Client::from_conf(config)
     }
 
     pub async fn create_secret(&self, name: &str, value: &str) {
-        self.secrets_client().await.create_secret().name(name).secret_string(value).send().await.unwrap();
+        self.secrets_client()
+            .await
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await
+            .unwrap();
     }
 }
 
@@ -96,12 +120,19 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if headers.get("x-amz-target").and_then(|v| v.to_str().ok()) == Some("secretsmanager.GetSecretValue") {
+    if headers.get("x-amz-target").and_then(|v| v.to_str().ok())
+        == Some("secretsmanager.GetSecretValue")
+    {
         upstream.secret_reads.fetch_add(1, Ordering::SeqCst);
     }
-    let mut request = upstream
-        .http
-        .request(method, format!("{}{}", upstream.url, uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")));
+    let mut request = upstream.http.request(
+        method,
+        format!(
+            "{}{}",
+            upstream.url,
+            uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        ),
+    );
     for (name, value) in &headers {
         if name != "host" && name != "content-length" {
             request = request.header(name, value);
@@ -126,15 +157,25 @@ async fn forward(
 
 impl CountingProxy {
     pub async fn start(upstream: &str) -> CountingProxy {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let secret_reads = Arc::new(AtomicUsize::new(0));
-        let state = Upstream { url: upstream.to_string(), http: reqwest::Client::new(), secret_reads: secret_reads.clone() };
+        let state = Upstream {
+            url: upstream.to_string(),
+            http: reqwest::Client::new(),
+            secret_reads: secret_reads.clone(),
+        };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        CountingProxy { url, secret_reads, server }
+        CountingProxy {
+            url,
+            secret_reads,
+            server,
+        }
     }
 
     pub fn secret_reads(&self) -> usize {

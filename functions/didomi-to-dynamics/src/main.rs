@@ -10,7 +10,10 @@ use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
 fn configuration_error(error: &ConfigError) -> Diagnostic {
-    Diagnostic { error_type: "ConfigurationError".into(), error_message: error.to_string() }
+    Diagnostic {
+        error_type: "ConfigurationError".into(),
+        error_message: error.to_string(),
+    }
 }
 
 #[tokio::main]
@@ -20,13 +23,15 @@ async fn main() -> Result<(), Error> {
     // than the whole init, so that it shows where the operator looks first.
     let function = DidomiToDynamics::from_env().await;
     let function = &function;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-        let function = function.as_ref().map_err(configuration_error)?;
-        let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
-        function
-            .handle(&event.payload, deadline)
-            .await
-            .map_err(|e| configuration_error(&e))
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let function = function.as_ref().map_err(configuration_error)?;
+            let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
+            function
+                .handle(&event.payload, deadline)
+                .await
+                .map_err(|e| configuration_error(&e))
+        },
+    ))
     .await
 }
