@@ -2,71 +2,14 @@
 //! starts it, polling a Lambda Runtime API, reading its secret from moto's
 //! Secrets Manager and writing to the Dataverse simulator.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};
-use consent_sync_tests::moto::{CountingProxy, Moto, REGION};
-use consent_sync_tests::{binary, sample, JANE};
+use consent_sync_tests::lambda::FunctionProcess;
+use consent_sync_tests::moto::{CountingProxy, Moto};
+use consent_sync_tests::{sample, JANE};
 use serde_json::{json, Value};
-
-/// The function process, its stdout (the JSON log lines) kept in a file.
-struct Function {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Function {
-    fn start(runtime: &RuntimeApi, env: &[(&str, &str)]) -> Function {
-        let log = std::env::temp_dir().join(format!("didomi-to-dynamics-{}.log", unique()));
-        let mut command = Command::new(binary("didomi-to-dynamics", "didomi-to-dynamics"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "didomi-to-dynamics")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                "/aws/lambda/didomi-to-dynamics",
-            )
-            .env("AWS_REGION", REGION)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "info")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::inherit());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        Function {
-            child: command.spawn().expect("the function starts"),
-            log,
-        }
-    }
-
-    /// Stops the process and returns what it logged.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let logs = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let _ = std::fs::remove_file(&self.log);
-        logs
-    }
-}
-
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{}-{nanos}", std::process::id())
-}
 
 fn http_event(method: &str, body: &str) -> Value {
     serde_json::to_value(consent_sync_tests::http_event(
@@ -101,7 +44,7 @@ async fn the_lambda_binary_syncs_deliveries_with_one_secret_read_and_one_token()
     moto.create_secret("consent-sync/e2e", &sim.config().to_string())
         .await;
     let runtime = RuntimeApi::start().await.unwrap();
-    let function = Function::start(
+    let function = FunctionProcess::start(
         &runtime,
         &[
             ("CONFIG_SECRET_ID", "consent-sync/e2e"),
@@ -203,7 +146,7 @@ async fn a_missing_or_invalid_configuration_fails_the_invocation_naming_the_fiel
         async move {
             let runtime = RuntimeApi::start().await.unwrap();
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let function = Function::start(&runtime, &env);
+            let function = FunctionProcess::start(&runtime, &env);
             let invocation = runtime.invoke(delivery, Duration::from_secs(20)).await;
             function.stop();
             invocation

@@ -1,6 +1,7 @@
 //! Test support: a function wired to the simulators, sample deliveries, and
 //! the external processes the end-to-end tests need (moto's Secrets Manager).
 
+pub mod lambda;
 pub mod moto;
 
 use std::net::SocketAddr;
@@ -120,20 +121,25 @@ pub async fn serve(function: Arc<DidomiToDynamics>) -> consent_sync_sim::gateway
 /// Builds one of the workspace's binaries (a no-op when it is up to date)
 /// and returns its path, next to this test's own executable.
 pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf();
+    let mut args = vec!["build", "--quiet", "-p", package, "--bin", name];
+    if profile_dir.ends_with("release") {
+        args.push("--release");
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", package, "--bin", name])
+        .args(&args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building {name} failed");
-    // target/debug/deps/<test> -> target/debug/<name>
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join(name);
+    let path = profile_dir.join(name);
     assert!(path.exists(), "{} not found", path.display());
     path
 }

@@ -1,0 +1,121 @@
+//! Measures the release `didomi-to-dynamics` binary as Lambda runs it:
+//! its size, its peak memory while handling deliveries, and the time of cold
+//! and warm invocations against the simulators (Runtime API round trip
+//! included). Needs `moto_server` on PATH, as the tests do.
+//!
+//! `cargo bench -p consent-sync-tests --bench lambda_figures [-- ROUNDS]`
+
+use std::time::{Duration, Instant};
+
+use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
+use consent_sync_sim::{sample_contacts, Identity, Simulator};
+use consent_sync_tests::lambda::FunctionProcess;
+use consent_sync_tests::moto::Moto;
+use consent_sync_tests::{binary, http_event, sample};
+use serde_json::Value;
+
+async fn invoke(runtime: &RuntimeApi, body: &str) -> (Duration, String) {
+    let event = serde_json::to_value(http_event("POST", body, "203.0.113.10", None)).unwrap();
+    let started = Instant::now();
+    let outcome = runtime.invoke(event, Duration::from_secs(30)).await;
+    let elapsed = started.elapsed();
+    let outcome = match outcome {
+        Some(Invocation::Response(response)) => {
+            let body: Value =
+                serde_json::from_str(response["body"].as_str().unwrap_or("{}")).unwrap_or_default();
+            body["outcome"].as_str().unwrap_or("?").to_string()
+        }
+        other => panic!("invocation failed: {other:?}"),
+    };
+    (elapsed, outcome)
+}
+
+fn summary(name: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:<28} n={:<5} p50={:>6.2} ms  p95={:>6.2} ms  max={:>6.2} ms",
+        times.len(),
+        ms(at(0.5)),
+        ms(at(0.95)),
+        ms(at(1.0))
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(500);
+    let path = binary("didomi-to-dynamics", "didomi-to-dynamics");
+    let size = std::fs::metadata(&path).unwrap().len();
+
+    let sim = Simulator::start(Identity::default(), sample_contacts())
+        .await
+        .unwrap();
+    let moto = Moto::start().await;
+    moto.create_secret("consent-sync/bench", &sim.config().to_string())
+        .await;
+    let runtime = RuntimeApi::start().await.unwrap();
+    let function = FunctionProcess::start(
+        &runtime,
+        &[
+            ("CONFIG_SECRET_ID", "consent-sync/bench"),
+            ("AWS_ENDPOINT_URL", &moto.url),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = function.status_kb("VmRSS").unwrap_or(0);
+
+    let opt_out = sample("didomi-user-updated.json");
+    let opt_in = opt_out.replacen(
+        "\"id\": \"marketing\", \"enabled\": false",
+        "\"id\": \"marketing\", \"enabled\": true",
+        1,
+    );
+    assert_ne!(opt_in, opt_out);
+
+    // The first invocation reads the secret and requests a token.
+    let (cold, outcome) = invoke(&runtime, &opt_out).await;
+    assert_eq!(outcome, "updated");
+
+    let mut unchanged = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let (elapsed, outcome) = invoke(&runtime, &opt_out).await;
+        assert_eq!(outcome, "skipped");
+        unchanged.push(elapsed);
+    }
+    let mut updated = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let body = if round % 2 == 0 { &opt_in } else { &opt_out };
+        let (elapsed, outcome) = invoke(&runtime, body).await;
+        assert_eq!(outcome, "updated");
+        updated.push(elapsed);
+    }
+    let peak = function.status_kb("VmHWM").unwrap_or(0);
+    let rss_end = function.status_kb("VmRSS").unwrap_or(0);
+    function.stop();
+
+    println!("didomi-to-dynamics (release, {}):", std::env::consts::ARCH);
+    println!(
+        "binary size                  {size} bytes ({:.2} MiB)",
+        size as f64 / 1048576.0
+    );
+    println!(
+        "resident memory              idle {rss_idle} kB, after {} invocations {rss_end} kB",
+        2 * rounds + 1
+    );
+    println!(
+        "peak resident memory (VmHWM) {peak} kB ({:.1} MiB)",
+        peak as f64 / 1024.0
+    );
+    println!("token requests               {}", sim.token_requests());
+    println!(
+        "first invocation (secret read + token + GET + PATCH)  {:.2} ms",
+        cold.as_secs_f64() * 1000.0
+    );
+    summary("warm, unchanged (GET)", unchanged);
+    summary("warm, updated (GET + PATCH)", updated);
+}
