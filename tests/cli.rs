@@ -5,7 +5,7 @@ use std::process::Command;
 use consent_sync_tests::{binary, sample};
 
 fn consent_sync(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary("consent-sync-cli", "consent-sync"))
+    let output = Command::new(binary("consent-sync"))
         .args(args)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .env_remove("CONFIG_SECRET_ID")

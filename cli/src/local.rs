@@ -56,7 +56,9 @@ pub async fn run(options: Options) -> Result<(), String> {
             (Some(simulator), text)
         }
     };
-    let config = Config::from_json(&config_text).map_err(|e| e.to_string())?;
+    let config = Config::from_json(&config_text)
+        .and_then(|config| config.check_didomi_webhook().map(|()| config))
+        .map_err(|e| e.to_string())?;
     let function = Arc::new(DidomiToDynamics::new(
         ConfigSource::Inline(config_text),
         Duration::from_secs(300),

@@ -274,14 +274,6 @@ impl Config {
             client_ids: vec![],
             allowed_source_ips: vec![],
         });
-        if webhook.auth == WebhookAuthMode::Jwt
-            && webhook.client_ids.iter().all(|c| c.trim().is_empty())
-        {
-            return Err(invalid(
-                "didomi_webhook.client_ids",
-                "needs at least one client id when auth is \"jwt\" (use auth \"none\" only for local runs)",
-            ));
-        }
         let allowed_source_ips = webhook
             .allowed_source_ips
             .iter()
@@ -307,12 +299,7 @@ impl Config {
         };
 
         let dynamics_webhook_key = match raw.dynamics_webhook_key {
-            Some(key) if key.expose().len() < 16 => {
-                return Err(invalid(
-                    "dynamics_webhook_key",
-                    "must be at least 16 characters (use a long random value)",
-                ))
-            }
+            Some(key) if key.is_empty() => return Err(invalid("dynamics_webhook_key", "is empty")),
             other => other,
         };
 
@@ -343,6 +330,22 @@ impl Config {
             authority_host,
             didomi_api_url,
         })
+    }
+
+    /// What `didomi-to-dynamics` needs beyond the common fields: with JWT
+    /// authentication, at least one allowed client id, else every delivery
+    /// would be refused. Checked by that function only, so that a
+    /// configuration for the other direction alone still loads.
+    pub fn check_didomi_webhook(&self) -> Result<(), ConfigError> {
+        if self.didomi_webhook.mode == WebhookAuthMode::Jwt
+            && self.didomi_webhook.client_ids.is_empty()
+        {
+            return Err(invalid(
+                "didomi_webhook.client_ids",
+                "needs at least one client id when auth is \"jwt\" (the default; use auth \"none\" only for local runs)",
+            ));
+        }
+        Ok(())
     }
 
     /// The columns to read from a contact: the key and every column mapped
@@ -509,8 +512,19 @@ mod tests {
     #[test]
     fn jwt_auth_needs_client_ids_and_ips_must_parse() {
         let mut config = valid();
-        config["didomi_webhook"] = json!({"auth": "jwt", "client_ids": []});
-        assert!(error_of(config).starts_with("configuration field `didomi_webhook.client_ids`"));
+        config["didomi_webhook"] = json!({"auth": "jwt", "client_ids": [" "]});
+        let config = Config::from_json(&config.to_string()).unwrap();
+        let error = config.check_didomi_webhook().unwrap_err().to_string();
+        assert!(
+            error.starts_with("configuration field `didomi_webhook.client_ids`"),
+            "{error}"
+        );
+
+        // A configuration for the other direction alone still loads.
+        let mut config = valid();
+        config.as_object_mut().unwrap().remove("didomi_webhook");
+        let config = Config::from_json(&config.to_string()).unwrap();
+        assert!(config.check_didomi_webhook().is_err());
 
         let mut config = valid();
         config["didomi_webhook"] =

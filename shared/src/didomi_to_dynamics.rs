@@ -104,6 +104,7 @@ impl DidomiToDynamics {
             .config
             .get()
             .await
+            .and_then(|config| config.check_didomi_webhook().map(|()| config))
             .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
         let change = match authenticate_didomi(request, &config.didomi_webhook)
             .and_then(|()| body_bytes(request))

@@ -49,7 +49,7 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(500);
-    let path = binary("didomi-to-dynamics", "didomi-to-dynamics");
+    let path = binary("didomi-to-dynamics");
     let size = std::fs::metadata(&path).unwrap().len();
 
     let sim = Simulator::start(Identity::default(), sample_contacts())

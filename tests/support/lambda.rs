@@ -25,7 +25,7 @@ impl FunctionProcess {
             "didomi-to-dynamics-{}-{nanos}.log",
             std::process::id()
         ));
-        let mut command = Command::new(binary("didomi-to-dynamics", "didomi-to-dynamics"));
+        let mut command = Command::new(binary("didomi-to-dynamics"));
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

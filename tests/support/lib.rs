@@ -118,9 +118,9 @@ pub async fn serve(function: Arc<DidomiToDynamics>) -> consent_sync_sim::gateway
         .unwrap()
 }
 
-/// Builds one of the workspace's binaries (a no-op when it is up to date)
+/// Builds the workspace's binaries (a no-op when they are up to date)
 /// and returns its path, next to this test's own executable.
-pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
+pub fn binary(name: &str) -> std::path::PathBuf {
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe
@@ -128,7 +128,9 @@ pub fn binary(package: &str, name: &str) -> std::path::PathBuf {
         .and_then(|deps| deps.parent())
         .unwrap()
         .to_path_buf();
-    let mut args = vec!["build", "--quiet", "-p", package, "--bin", name];
+    // All of the workspace's binaries, so that dependencies are built with the
+    // same features as for `cargo test --workspace` and are not compiled again.
+    let mut args = vec!["build", "--quiet", "--workspace", "--bins"];
     if profile_dir.ends_with("release") {
         args.push("--release");
     }
