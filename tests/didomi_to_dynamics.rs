@@ -564,3 +564,56 @@ async fn over_http_the_local_gateway_delivers_v2_events_and_answers_json() {
         json!("sports,news")
     );
 }
+
+#[tokio::test]
+async fn a_token_is_renewed_before_it_expires_whatever_form_its_lifetime_takes() {
+    let fixture = Fixture::new(|_| {}).await;
+    {
+        let mut state = fixture.sim.state();
+        // The v1 endpoint's string form; renewal comes at half of a short lifetime.
+        state.token_lifetime = 2;
+        state.token_lifetime_as_text = true;
+    }
+
+    fixture
+        .deliver(&post(&sample("didomi-event-created.json")))
+        .await;
+    fixture
+        .deliver(&post(&sample("didomi-event-created.json")))
+        .await;
+    assert_eq!(fixture.sim.token_requests(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = fixture
+        .deliver(&post(&sample("didomi-user-updated.json")))
+        .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(fixture.sim.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn an_unavailable_token_endpoint_is_retried() {
+    let fixture = Fixture::new(|_| {}).await;
+    fixture.sim.fail_token_endpoint(
+        2,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+
+    let (status, body) = fixture
+        .deliver(&post(&sample("didomi-user-updated.json")))
+        .await;
+
+    assert_eq!(status, 200, "{body}");
+    let attempts = fixture
+        .sim
+        .state()
+        .requests
+        .iter()
+        .filter(|r| r.path_and_query.ends_with("/token"))
+        .count();
+    assert_eq!(attempts, 3, "two refused attempts, then a token");
+    assert_eq!(fixture.contact(JANE)["donotbulkemail"], json!(true));
+}

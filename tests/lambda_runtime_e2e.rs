@@ -191,3 +191,41 @@ async fn a_missing_or_invalid_configuration_fails_the_invocation_naming_the_fiel
         "{third}"
     );
 }
+
+#[tokio::test]
+async fn config_cache_seconds_sets_how_often_the_secret_is_read() {
+    let sim = Simulator::start(Identity::default(), sample_contacts())
+        .await
+        .unwrap();
+    let moto = Moto::start().await;
+    let proxy = CountingProxy::start(&moto.url).await;
+    moto.create_secret("consent-sync/no-cache", &sim.config().to_string())
+        .await;
+    let runtime = RuntimeApi::start().await.unwrap();
+    let function = FunctionProcess::start(
+        &runtime,
+        &[
+            ("CONFIG_SECRET_ID", "consent-sync/no-cache"),
+            ("CONFIG_CACHE_SECONDS", "0"),
+            ("AWS_ENDPOINT_URL", &proxy.url),
+        ],
+    );
+    let delivery = sample("didomi-event-created.json");
+
+    for _ in 0..3 {
+        let (status, body) = response_of(
+            runtime
+                .invoke(http_event("POST", &delivery), Duration::from_secs(20))
+                .await,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    function.stop();
+
+    assert_eq!(proxy.secret_reads(), 3);
+    assert_eq!(
+        sim.token_requests(),
+        1,
+        "an unchanged secret keeps its token"
+    );
+}
