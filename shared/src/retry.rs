@@ -99,13 +99,14 @@ pub fn retry_after(response: &Response) -> Option<Duration> {
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
+        // Bounded: an absurd value must not overflow a Duration (a panic).
+        .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
         .map(Duration::from_secs_f64)
 }
 
 impl RetryPolicy {
-    /// Exponential backoff with full jitter, so that throttled callers do not
-    /// come back in step.
+    /// Exponential backoff, each wait drawn between half and all of its step,
+    /// so that throttled callers do not come back in step.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .base_delay
@@ -210,6 +211,22 @@ mod tests {
             );
             assert!(policy.backoff(30) <= Duration::from_millis(1000));
         }
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_absurd_values_are_ignored() {
+        let with = |value: &str| {
+            let response = http::Response::builder()
+                .header("Retry-After", value)
+                .body("")
+                .unwrap();
+            retry_after(&Response::from(response))
+        };
+        assert_eq!(with("3"), Some(Duration::from_secs(3)));
+        assert_eq!(with(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(with("1e30"), None);
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("Wed, 21 Oct 2026 07:28:00 GMT"), None);
     }
 
     #[test]
