@@ -617,3 +617,17 @@ async fn an_unavailable_token_endpoint_is_retried() {
     assert_eq!(attempts, 3, "two refused attempts, then a token");
     assert_eq!(fixture.contact(JANE)["donotbulkemail"], json!(true));
 }
+
+#[tokio::test]
+async fn who_am_i_names_the_application_user() {
+    let fixture = Fixture::new(|_| {}).await;
+    let config = consent_sync::Config::from_json(&fixture.sim.config().to_string()).unwrap();
+    let session = fixture.function.dataverse.session(
+        &config,
+        consent_sync::Deadline::after(Duration::from_secs(5)),
+    );
+
+    let user_id = session.who_am_i().await.unwrap();
+
+    assert_eq!(user_id, fixture.sim.state().identity.application_user_id);
+}

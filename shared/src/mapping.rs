@@ -309,6 +309,19 @@ pub fn columns_from_consents(mappings: &[Mapping], consents: &Consents) -> Map<S
     columns
 }
 
+fn purpose_mut<'a>(
+    purposes: &'a mut BTreeMap<String, PurposeChoice>,
+    id: &str,
+) -> &'a mut PurposeChoice {
+    purposes
+        .entry(id.to_string())
+        .or_insert_with(|| PurposeChoice {
+            id: id.to_string(),
+            enabled: None,
+            values: BTreeMap::new(),
+        })
+}
+
 fn preference_of<'a>(
     consents: &'a Consents,
     purpose: &str,
@@ -328,40 +341,22 @@ pub fn consents_from_columns(
     let mut purposes: BTreeMap<String, PurposeChoice> = BTreeMap::new();
     let mut channels: Vec<ChannelChoice> = Vec::new();
     // (purpose, preference) -> selected values, or None once a column is missing.
-    let mut value_flags: BTreeMap<(String, String), Option<Vec<String>>> = BTreeMap::new();
-
-    let purpose_entry = |purposes: &mut BTreeMap<String, PurposeChoice>, id: &str| {
-        purposes
-            .entry(id.to_string())
-            .or_insert_with(|| PurposeChoice {
-                id: id.to_string(),
-                enabled: None,
-                values: BTreeMap::new(),
-            });
-    };
+    let mut value_flags: BTreeMap<(&str, &str), Option<Vec<&str>>> = BTreeMap::new();
 
     for mapping in mappings.iter().filter(|m| m.direction.to_didomi()) {
         let column = columns.get(&mapping.column);
+        let flag = match column {
+            Some(value) => mapping.flag_from_column(value)?,
+            None => None,
+        };
         match &mapping.source {
             Source::Purpose { purpose } => {
-                if let Some(enabled) = column
-                    .map(|v| mapping.flag_from_column(v))
-                    .transpose()?
-                    .flatten()
-                {
-                    purpose_entry(&mut purposes, purpose);
-                    purposes
-                        .get_mut(purpose.as_str())
-                        .expect("inserted")
-                        .enabled = Some(enabled);
+                if let Some(enabled) = flag {
+                    purpose_mut(&mut purposes, purpose).enabled = Some(enabled);
                 }
             }
             Source::Channel { channel } => {
-                if let Some(enabled) = column
-                    .map(|v| mapping.flag_from_column(v))
-                    .transpose()?
-                    .flatten()
-                {
+                if let Some(enabled) = flag {
                     channels.push(ChannelChoice {
                         id: channel.clone(),
                         enabled: Some(enabled),
@@ -372,16 +367,13 @@ pub fn consents_from_columns(
                 purpose,
                 preference,
             } => {
-                let Some(value) = column else { continue };
-                let text = match value {
-                    Value::Null => String::new(),
-                    Value::String(s) => s.clone(),
-                    _ => return Err(mapping.bad_value("is not text".into())),
+                let text = match column {
+                    None => continue,
+                    Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(_) => return Err(mapping.bad_value("is not text".into())),
                 };
-                purpose_entry(&mut purposes, purpose);
-                purposes
-                    .get_mut(purpose.as_str())
-                    .expect("inserted")
+                purpose_mut(&mut purposes, purpose)
                     .values
                     .insert(preference.clone(), PreferenceChoice { value: Some(text) });
             }
@@ -390,15 +382,12 @@ pub fn consents_from_columns(
                 preference,
                 value,
             } => {
-                let key = (purpose.clone(), preference.clone());
-                let selected = value_flags.entry(key).or_insert_with(|| Some(Vec::new()));
-                let flag = column
-                    .map(|v| mapping.flag_from_column(v))
-                    .transpose()?
-                    .flatten();
+                let selected = value_flags
+                    .entry((purpose, preference))
+                    .or_insert_with(|| Some(Vec::new()));
                 match (flag, selected.as_mut()) {
                     (None, _) => *selected = None,
-                    (Some(true), Some(list)) => list.push(value.clone()),
+                    (Some(true), Some(list)) => list.push(value),
                     _ => {}
                 }
             }
@@ -407,12 +396,13 @@ pub fn consents_from_columns(
 
     for ((purpose, preference), selected) in value_flags {
         let Some(selected) = selected else { continue };
-        purpose_entry(&mut purposes, &purpose);
-        let values = &mut purposes.get_mut(purpose.as_str()).expect("inserted").values;
         // A text mapping of the same preference is the more complete source.
-        values.entry(preference).or_insert(PreferenceChoice {
-            value: Some(selected.join(",")),
-        });
+        purpose_mut(&mut purposes, purpose)
+            .values
+            .entry(preference.to_string())
+            .or_insert(PreferenceChoice {
+                value: Some(selected.join(",")),
+            });
     }
 
     Ok(Consents {
