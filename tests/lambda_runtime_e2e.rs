@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
-use consent_sync_sim::{sample_contacts, Identity, Simulator};
-use consent_sync_tests::lambda::FunctionProcess;
-use consent_sync_tests::moto::{CountingProxy, Moto};
+use consent_sync_tests::lambda::{Deployment, FunctionProcess};
+use consent_sync_tests::moto::Moto;
 use consent_sync_tests::{sample, JANE};
 use serde_json::{json, Value};
 
@@ -21,88 +20,43 @@ fn http_event(method: &str, body: &str) -> Value {
     .unwrap()
 }
 
-fn response_of(invocation: Option<Invocation>) -> (i64, Value) {
-    match invocation {
-        Some(Invocation::Response(response)) => {
-            let body = response["body"]
-                .as_str()
-                .map(|b| serde_json::from_str(b).unwrap())
-                .unwrap_or(Value::Null);
-            (response["statusCode"].as_i64().unwrap(), body)
-        }
-        other => panic!("expected a response, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn the_lambda_binary_syncs_deliveries_with_one_secret_read_and_one_token() {
-    let sim = Simulator::start(Identity::default(), sample_contacts())
-        .await
-        .unwrap();
-    let moto = Moto::start().await;
-    let proxy = CountingProxy::start(&moto.url).await;
-    moto.create_secret("consent-sync/e2e", &sim.config().to_string())
-        .await;
-    let runtime = RuntimeApi::start().await.unwrap();
-    let function = FunctionProcess::start(
-        &runtime,
-        &[
-            ("CONFIG_SECRET_ID", "consent-sync/e2e"),
-            ("AWS_ENDPOINT_URL", &proxy.url),
-        ],
-    );
+    let deployment = Deployment::start(&[]).await;
     let delivery = sample("didomi-user-updated.json");
 
-    let first = response_of(
-        runtime
-            .invoke(http_event("POST", &delivery), Duration::from_secs(20))
-            .await,
+    let (_, status, body) = deployment.request("POST", &delivery).await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("updated")),
+        "{body}"
     );
-    let mut later = Vec::new();
     for _ in 0..19 {
-        later.push(response_of(
-            runtime
-                .invoke(http_event("POST", &delivery), Duration::from_secs(10))
-                .await,
-        ));
-    }
-    let not_post = response_of(
-        runtime
-            .invoke(http_event("GET", ""), Duration::from_secs(10))
-            .await,
-    );
-    let not_json = response_of(
-        runtime
-            .invoke(http_event("POST", "{oops"), Duration::from_secs(10))
-            .await,
-    );
-    let logs = function.stop();
-
-    assert_eq!(first.0, 200, "{}", first.1);
-    assert_eq!(first.1["outcome"], "updated");
-    for (status, body) in &later {
+        let (_, status, body) = deployment.request("POST", &delivery).await;
         assert_eq!(
-            (*status, body["outcome"].as_str()),
+            (status, body["outcome"].as_str()),
             (200, Some("skipped")),
             "{body}"
         );
     }
+    assert_eq!(deployment.request("GET", "").await.1, 405);
+    assert_eq!(deployment.request("POST", "{oops").await.1, 400);
+
     assert_eq!(
-        sim.contact_by_id(JANE).unwrap()["donotbulkemail"],
+        deployment.sim.contact_by_id(JANE).unwrap()["donotbulkemail"],
         json!(true)
     );
-    assert_eq!(not_post.0, 405);
-    assert_eq!(not_json.0, 400);
     assert_eq!(
-        proxy.secret_reads(),
+        deployment.proxy.secret_reads(),
         1,
         "twenty warm invocations read the secret once"
     );
     assert_eq!(
-        sim.token_requests(),
+        deployment.sim.token_requests(),
         1,
         "twenty warm invocations request one token"
     );
+    let logs = deployment.stop();
 
     // JSON log lines, one per delivery, without secrets, tokens or the raw identifier.
     let lines: Vec<Value> = logs
@@ -194,38 +148,19 @@ async fn a_missing_or_invalid_configuration_fails_the_invocation_naming_the_fiel
 
 #[tokio::test]
 async fn config_cache_seconds_sets_how_often_the_secret_is_read() {
-    let sim = Simulator::start(Identity::default(), sample_contacts())
-        .await
-        .unwrap();
-    let moto = Moto::start().await;
-    let proxy = CountingProxy::start(&moto.url).await;
-    moto.create_secret("consent-sync/no-cache", &sim.config().to_string())
-        .await;
-    let runtime = RuntimeApi::start().await.unwrap();
-    let function = FunctionProcess::start(
-        &runtime,
-        &[
-            ("CONFIG_SECRET_ID", "consent-sync/no-cache"),
-            ("CONFIG_CACHE_SECONDS", "0"),
-            ("AWS_ENDPOINT_URL", &proxy.url),
-        ],
-    );
+    let deployment = Deployment::start(&[("CONFIG_CACHE_SECONDS", "0")]).await;
     let delivery = sample("didomi-event-created.json");
 
     for _ in 0..3 {
-        let (status, body) = response_of(
-            runtime
-                .invoke(http_event("POST", &delivery), Duration::from_secs(20))
-                .await,
-        );
+        let (_, status, body) = deployment.request("POST", &delivery).await;
         assert_eq!(status, 200, "{body}");
     }
-    function.stop();
 
-    assert_eq!(proxy.secret_reads(), 3);
+    assert_eq!(deployment.proxy.secret_reads(), 3);
     assert_eq!(
-        sim.token_requests(),
+        deployment.sim.token_requests(),
         1,
         "an unchanged secret keeps its token"
     );
+    deployment.stop();
 }

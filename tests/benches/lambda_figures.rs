@@ -5,29 +5,18 @@
 //!
 //! `cargo bench -p consent-sync-tests --bench lambda_figures [-- ROUNDS]`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
-use consent_sync_sim::{sample_contacts, Identity, Simulator};
-use consent_sync_tests::lambda::FunctionProcess;
-use consent_sync_tests::moto::Moto;
-use consent_sync_tests::{binary, http_event, sample};
-use serde_json::Value;
+use consent_sync_tests::lambda::Deployment;
+use consent_sync_tests::{binary, sample};
 
-async fn invoke(runtime: &RuntimeApi, body: &str) -> (Duration, String) {
-    let event = serde_json::to_value(http_event("POST", body, "203.0.113.10", None)).unwrap();
-    let started = Instant::now();
-    let outcome = runtime.invoke(event, Duration::from_secs(30)).await;
-    let elapsed = started.elapsed();
-    let outcome = match outcome {
-        Some(Invocation::Response(response)) => {
-            let body: Value =
-                serde_json::from_str(response["body"].as_str().unwrap_or("{}")).unwrap_or_default();
-            body["outcome"].as_str().unwrap_or("?").to_string()
-        }
-        other => panic!("invocation failed: {other:?}"),
-    };
-    (elapsed, outcome)
+async fn invoke(deployment: &Deployment, body: &str) -> (Duration, String) {
+    let (elapsed, status, answer) = deployment.request("POST", body).await;
+    assert_eq!(status, 200, "{answer}");
+    (
+        elapsed,
+        answer["outcome"].as_str().unwrap_or("?").to_string(),
+    )
 }
 
 fn summary(name: &str, mut times: Vec<Duration>) {
@@ -52,22 +41,9 @@ async fn main() {
     let path = binary("didomi-to-dynamics");
     let size = std::fs::metadata(&path).unwrap().len();
 
-    let sim = Simulator::start(Identity::default(), sample_contacts())
-        .await
-        .unwrap();
-    let moto = Moto::start().await;
-    moto.create_secret("consent-sync/bench", &sim.config().to_string())
-        .await;
-    let runtime = RuntimeApi::start().await.unwrap();
-    let function = FunctionProcess::start(
-        &runtime,
-        &[
-            ("CONFIG_SECRET_ID", "consent-sync/bench"),
-            ("AWS_ENDPOINT_URL", &moto.url),
-        ],
-    );
+    let deployment = Deployment::start(&[]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_idle = function.status_kb("VmRSS").unwrap_or(0);
+    let rss_idle = deployment.function.status_kb("VmRSS").unwrap_or(0);
 
     let opt_out = sample("didomi-user-updated.json");
     let opt_in = opt_out.replacen(
@@ -78,25 +54,26 @@ async fn main() {
     assert_ne!(opt_in, opt_out);
 
     // The first invocation reads the secret and requests a token.
-    let (cold, outcome) = invoke(&runtime, &opt_out).await;
+    let (cold, outcome) = invoke(&deployment, &opt_out).await;
     assert_eq!(outcome, "updated");
 
     let mut unchanged = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let (elapsed, outcome) = invoke(&runtime, &opt_out).await;
+        let (elapsed, outcome) = invoke(&deployment, &opt_out).await;
         assert_eq!(outcome, "skipped");
         unchanged.push(elapsed);
     }
     let mut updated = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let body = if round % 2 == 0 { &opt_in } else { &opt_out };
-        let (elapsed, outcome) = invoke(&runtime, body).await;
+        let (elapsed, outcome) = invoke(&deployment, body).await;
         assert_eq!(outcome, "updated");
         updated.push(elapsed);
     }
-    let peak = function.status_kb("VmHWM").unwrap_or(0);
-    let rss_end = function.status_kb("VmRSS").unwrap_or(0);
-    function.stop();
+    let peak = deployment.function.status_kb("VmHWM").unwrap_or(0);
+    let rss_end = deployment.function.status_kb("VmRSS").unwrap_or(0);
+    let token_requests = deployment.sim.token_requests();
+    deployment.stop();
 
     println!("didomi-to-dynamics (release, {}):", std::env::consts::ARCH);
     println!(
@@ -111,7 +88,7 @@ async fn main() {
         "peak resident memory (VmHWM) {peak} kB ({:.1} MiB)",
         peak as f64 / 1024.0
     );
-    println!("token requests               {}", sim.token_requests());
+    println!("token requests               {token_requests}");
     println!(
         "first invocation (secret read + token + GET + PATCH)  {:.2} ms",
         cold.as_secs_f64() * 1000.0

@@ -76,3 +76,76 @@ impl FunctionProcess {
         logs
     }
 }
+
+/// The function as deployed: its configuration (pointed at the simulator) in
+/// a Secrets Manager secret, read through a counting proxy, and the process
+/// polling its own Runtime API.
+pub struct Deployment {
+    pub sim: consent_sync_sim::Simulator,
+    pub proxy: crate::moto::CountingProxy,
+    pub runtime: RuntimeApi,
+    pub function: FunctionProcess,
+    _moto: crate::moto::Moto,
+}
+
+impl Deployment {
+    /// Starts everything; `env` adds to the function's environment.
+    pub async fn start(env: &[(&str, &str)]) -> Deployment {
+        let sim = consent_sync_sim::Simulator::start(
+            consent_sync_sim::Identity::default(),
+            consent_sync_sim::sample_contacts(),
+        )
+        .await
+        .unwrap();
+        let moto = crate::moto::Moto::start().await;
+        let proxy = crate::moto::CountingProxy::start(&moto.url).await;
+        moto.create_secret("consent-sync/config", &sim.config().to_string())
+            .await;
+        let runtime = RuntimeApi::start().await.unwrap();
+        let mut function_env = vec![
+            ("CONFIG_SECRET_ID", "consent-sync/config"),
+            ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+        ];
+        function_env.extend_from_slice(env);
+        let function = FunctionProcess::start(&runtime, &function_env);
+        Deployment {
+            sim,
+            proxy,
+            runtime,
+            function,
+            _moto: moto,
+        }
+    }
+
+    /// Invokes the function with the v2.0 event of an HTTP request; the
+    /// invocation's time, and the response's status and JSON body.
+    pub async fn request(
+        &self,
+        method: &str,
+        body: &str,
+    ) -> (std::time::Duration, i64, serde_json::Value) {
+        let event =
+            serde_json::to_value(crate::http_event(method, body, "203.0.113.10", None)).unwrap();
+        let started = std::time::Instant::now();
+        let invocation = self
+            .runtime
+            .invoke(event, std::time::Duration::from_secs(20))
+            .await;
+        let elapsed = started.elapsed();
+        match invocation {
+            Some(consent_sync_sim::runtime_api::Invocation::Response(response)) => {
+                let body = response["body"]
+                    .as_str()
+                    .and_then(|b| serde_json::from_str(b).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                (elapsed, response["statusCode"].as_i64().unwrap(), body)
+            }
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    /// Stops everything and returns what the function logged.
+    pub fn stop(self) -> String {
+        self.function.stop()
+    }
+}
