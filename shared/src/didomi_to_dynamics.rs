@@ -48,14 +48,15 @@ impl Outcome {
     }
 
     pub fn to_json(&self) -> Value {
+        let outcome = self.name();
         match self {
             Outcome::Updated { contacts, columns } => {
-                json!({"outcome": "updated", "contacts": contacts, "columns": columns})
+                json!({"outcome": outcome, "contacts": contacts, "columns": columns})
             }
             Outcome::Created { contact_id } => {
-                json!({"outcome": "created", "contact_id": contact_id})
+                json!({"outcome": outcome, "contact_id": contact_id})
             }
-            Outcome::Skipped { reason } => json!({"outcome": "skipped", "reason": reason}),
+            Outcome::Skipped { reason } => json!({"outcome": outcome, "reason": reason}),
         }
     }
 
@@ -167,9 +168,11 @@ fn answered(
     outcome: &Outcome,
     started: Instant,
 ) -> ApiGatewayV2httpResponse {
-    let body = outcome.to_json();
-    let reason = body.get("reason").and_then(serde_json::Value::as_str);
-    let columns = body.get("columns").map(|c| c.to_string());
+    let (reason, columns) = match outcome {
+        Outcome::Skipped { reason } => (Some(reason.as_str()), None),
+        Outcome::Updated { columns, .. } => (None, Some(json!(columns).to_string())),
+        Outcome::Created { .. } => (None, None),
+    };
     tracing::info!(
         kind,
         user = user.unwrap_or("-"),
@@ -179,7 +182,7 @@ fn answered(
         duration_ms = started.elapsed().as_millis() as u64,
         "delivery handled"
     );
-    json_response(200, &body)
+    json_response(200, &outcome.to_json())
 }
 
 /// Brings the matching contacts in line with the delivery.
