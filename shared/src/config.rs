@@ -14,6 +14,8 @@ pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_DIDOMI_API_URL: &str = "https://api.didomi.io/v1";
 pub const DEFAULT_CONTACT_KEY: &str = "emailaddress1";
 pub const DEFAULT_REGULATION: &str = "gdpr";
+/// Shorter keys could be guessed by anyone who finds the endpoint.
+pub const MIN_WEBHOOK_KEY_CHARS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -348,6 +350,39 @@ impl Config {
         Ok(())
     }
 
+    /// What `dynamics-to-didomi` and webhook registration need: the key that
+    /// Dataverse sends in `x-consent-sync-key`, long enough not to be guessed.
+    pub fn dynamics_webhook_key(&self) -> Result<&Secret, ConfigError> {
+        let key = self.dynamics_webhook_key.as_ref().ok_or_else(|| {
+            invalid(
+                "dynamics_webhook_key",
+                "is required for the Dynamics → Didomi flow: set a long random value (e.g. `openssl rand -hex 32`)",
+            )
+        })?;
+        let key_text = key.expose().trim();
+        if key_text.chars().count() < MIN_WEBHOOK_KEY_CHARS {
+            return Err(invalid(
+                "dynamics_webhook_key",
+                format!("must be at least {MIN_WEBHOOK_KEY_CHARS} characters long"),
+            ));
+        }
+        if key_text.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                "dynamics_webhook_key",
+                "must not contain control characters (it travels in an HTTP header)",
+            ));
+        }
+        Ok(key)
+    }
+
+    /// The columns mapped towards Didomi (`direction` `both` or `to_didomi`).
+    pub fn columns_to_didomi(&self) -> impl Iterator<Item = &str> {
+        self.mappings
+            .iter()
+            .filter(|m| m.direction.to_didomi())
+            .map(|m| m.column.as_str())
+    }
+
     /// The columns to read from a contact: the key and every column mapped
     /// towards Dynamics.
     pub fn columns_to_dynamics(&self) -> impl Iterator<Item = &str> {
@@ -551,6 +586,29 @@ mod tests {
 
         let config = Config::from_json(&valid().to_string()).unwrap();
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn the_dynamics_webhook_key_is_checked_only_where_it_is_used() {
+        let config = Config::from_json(&valid().to_string()).unwrap();
+        let error = config.dynamics_webhook_key().unwrap_err().to_string();
+        assert!(
+            error.starts_with("configuration field `dynamics_webhook_key`: is required"),
+            "{error}"
+        );
+        let mut short = valid();
+        short["dynamics_webhook_key"] = json!("short-key");
+        let config = Config::from_json(&short.to_string()).unwrap();
+        let error = config.dynamics_webhook_key().unwrap_err().to_string();
+        assert!(error.contains("at least 16 characters"), "{error}");
+        assert!(!error.contains("short-key"));
+        let mut good = valid();
+        good["dynamics_webhook_key"] = json!("0123456789abcdef0123");
+        let config = Config::from_json(&good.to_string()).unwrap();
+        assert_eq!(
+            config.dynamics_webhook_key().unwrap().expose(),
+            "0123456789abcdef0123"
+        );
     }
 
     #[test]

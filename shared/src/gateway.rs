@@ -9,6 +9,10 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::config::{DidomiWebhookAuth, WebhookAuthMode};
+use crate::secret::Secret;
+
+/// The header a Dataverse webhook registration sends the shared key in.
+pub const WEBHOOK_KEY_HEADER: &str = "x-consent-sync-key";
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -143,9 +147,59 @@ pub fn authenticate_didomi(
     }
 }
 
+/// Checks the key Dataverse sends in `x-consent-sync-key`: 401 when it is
+/// missing, 403 when it is wrong. Compared in constant time, over digests so
+/// that not even the key's length shows in the timing.
+pub fn authenticate_key(request: &ApiGatewayV2httpRequest, key: &Secret) -> Result<(), Rejection> {
+    let Some(sent) = request.headers.get(WEBHOOK_KEY_HEADER) else {
+        return Err(Rejection::new(
+            401,
+            format!("the {WEBHOOK_KEY_HEADER} header is missing"),
+        ));
+    };
+    if same_secret(sent.as_bytes(), key.expose().trim().as_bytes()) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            403,
+            format!("the {WEBHOOK_KEY_HEADER} header does not hold the configured key"),
+        ))
+    }
+}
+
+fn same_secret(sent: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(sent), Sha256::digest(expected));
+    let difference = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(difference) == 0
+}
+
+/// A header's value, when present and readable.
+pub fn header<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    request.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_webhook_key_must_be_present_and_equal() {
+        let key = Secret::new("0123456789abcdef-key");
+        let mut request = event("POST", None, "1.1.1.1");
+        assert_eq!(authenticate_key(&request, &key).unwrap_err().status, 401);
+        request
+            .headers
+            .insert(WEBHOOK_KEY_HEADER, HeaderValue::from_static("0123456789abcdef-kez"));
+        let wrong = authenticate_key(&request, &key).unwrap_err();
+        assert_eq!(wrong.status, 403);
+        assert!(!wrong.message.contains("0123456789"));
+        request
+            .headers
+            .insert(WEBHOOK_KEY_HEADER, HeaderValue::from_static("0123456789abcdef-key"));
+        assert_eq!(authenticate_key(&request, &key), Ok(()));
+        assert!(same_secret(b"a", b"a") && !same_secret(b"a", b"ab"));
+    }
 
     fn request(value: Value) -> ApiGatewayV2httpRequest {
         serde_json::from_value(value).unwrap()

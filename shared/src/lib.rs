@@ -2,15 +2,16 @@
 //! step with Dataverse (Dynamics 365) contacts.
 //!
 //! This crate holds everything the Lambda functions and the operator CLI
-//! share: the configuration and where it is read from, token acquisition,
-//! the Dataverse client, the attribute mapping, and the webhook handlers.
+//! share. One folder per outside system — `dataverse/` (Web API client,
+//! webhook payloads, webhook registration, metadata) and `didomi/`
+//! (deliveries, API client) — and one per direction of the sync in `flows/`.
 
 pub mod config;
 pub mod config_source;
 pub mod consents;
 pub mod dataverse;
-pub mod didomi_to_dynamics;
-pub mod didomi_webhook;
+pub mod didomi;
+pub mod flows;
 pub mod gateway;
 pub mod logging;
 pub mod mapping;
@@ -20,7 +21,8 @@ pub mod token;
 
 pub use config::{Config, ConfigError};
 pub use config_source::{ConfigCache, ConfigSource};
-pub use didomi_to_dynamics::DidomiToDynamics;
+pub use flows::didomi_to_dynamics::{self, DidomiToDynamics};
+pub use flows::dynamics_to_didomi::{self, DynamicsToDidomi};
 pub use retry::{Deadline, RetryPolicy};
 
 /// The HTTP client every downstream call goes through: rustls, pooled

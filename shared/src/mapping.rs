@@ -330,6 +330,41 @@ fn preference_of<'a>(
     consents.purpose(purpose)?.values.get(preference)
 }
 
+/// The columns that express `changed` columns to Didomi: each changed column
+/// mapped towards Didomi, and with a per-value flag column every other value
+/// column of its preference, since Didomi takes a preference's selected
+/// values as a whole.
+pub fn columns_for_changes<'a>(
+    mappings: &'a [Mapping],
+    changed: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<&'a str> {
+    let to_didomi = || mappings.iter().filter(|m| m.direction.to_didomi());
+    let mut columns = std::collections::BTreeSet::new();
+    for mapping in to_didomi().filter(|m| changed.contains(&m.column)) {
+        columns.insert(mapping.column.as_str());
+        if let Source::PreferenceValue {
+            purpose,
+            preference,
+            ..
+        } = &mapping.source
+        {
+            for sibling in to_didomi() {
+                if let Source::PreferenceValue {
+                    purpose: p,
+                    preference: q,
+                    ..
+                } = &sibling.source
+                {
+                    if p == purpose && q == preference {
+                        columns.insert(sibling.column.as_str());
+                    }
+                }
+            }
+        }
+    }
+    columns
+}
+
 /// The Didomi choices that contact columns express, for the mappings that
 /// flow to Didomi. Only columns present in `columns` contribute; a
 /// preference built from per-value flag columns is included only when all of
@@ -541,6 +576,22 @@ mod tests {
             Some("sports,news")
         );
         assert!(from_partial.is_empty());
+    }
+
+    #[test]
+    fn a_changed_value_flag_brings_its_siblings_and_one_way_columns_stay_out() {
+        let mappings = mappings(json!([
+            {"column": "donotbulkemail", "purpose": "marketing", "invert": true},
+            {"column": "new_sports", "purpose": "newsletter", "preference": "topics", "value": "sports"},
+            {"column": "new_news", "purpose": "newsletter", "preference": "topics", "value": "news"},
+            {"column": "new_music", "purpose": "newsletter", "preference": "genres", "value": "jazz"},
+            {"column": "donotemail", "channel": "email", "invert": true, "direction": "to_dynamics"}
+        ]));
+        let changed = |cols: &[&str]| cols.iter().map(|c| c.to_string()).collect();
+        let columns = columns_for_changes(&mappings, &changed(&["new_sports", "donotemail", "firstname"]));
+        assert_eq!(columns.into_iter().collect::<Vec<_>>(), ["new_news", "new_sports"]);
+        let columns = columns_for_changes(&mappings, &changed(&["donotbulkemail"]));
+        assert_eq!(columns.into_iter().collect::<Vec<_>>(), ["donotbulkemail"]);
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The Dataverse Web API (`/api/data/v9.2/`), as far as consent-sync uses
 //! it: the `contacts` entity set with `$select` and `$filter` (`column eq
-//! 'literal'`), PATCH, POST, `WhoAmI`, and OData error bodies.
+//! 'literal'`), PATCH, POST, `WhoAmI`, the contact table's attribute
+//! metadata, the registration tables (see `registration`), and OData error
+//! bodies. Contact writes fire the registered webhooks (see `webhooks`),
+//! initiated by the application user, or by the user named in
+//! `MSCRMCallerID` (impersonation).
 
 // Early returns carry the finished HTTP answer; boxing it would only add noise
 // to a test server.
@@ -23,6 +27,18 @@ pub enum ColumnType {
     Boolean,
     /// A choice (option set): an integer in JSON.
     Picklist,
+}
+
+impl ColumnType {
+    /// The `AttributeType` the metadata reports.
+    pub fn attribute_type(self) -> &'static str {
+        match self {
+            ColumnType::Uniqueidentifier => "Uniqueidentifier",
+            ColumnType::String => "String",
+            ColumnType::Boolean => "Boolean",
+            ColumnType::Picklist => "Picklist",
+        }
+    }
 }
 
 /// The contact columns the simulated environment has: the standard consent
@@ -142,7 +158,27 @@ pub fn serve(
         .into_owned()
         .collect();
     let path = path.trim_start_matches('/');
+    if let Some(response) = crate::registration::serve(state, method, path, &params, body) {
+        return response;
+    }
+    let user = headers
+        .get("MSCRMCallerID")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| state.identity.application_user_id.clone());
     match (method, path) {
+        (&Method::GET, "EntityDefinitions(LogicalName='contact')/Attributes") => {
+            let rows: Vec<Value> = state
+                .columns
+                .iter()
+                .map(|(name, kind)| json!({"LogicalName": name, "AttributeType": kind.attribute_type(), "MetadataId": uuid::Uuid::new_v4().to_string()}))
+                .collect();
+            axum::Json(json!({
+                "@odata.context": format!("{}{API_PATH}/$metadata#EntityDefinitions('contact')/Attributes(LogicalName,AttributeType)", state.base_url),
+                "value": rows
+            }))
+            .into_response()
+        }
         (&Method::GET, "WhoAmI") => axum::Json(json!({
             "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", state.base_url),
             "BusinessUnitId": "00000000-0000-0000-0000-0000000000b1",
@@ -151,10 +187,10 @@ pub fn serve(
         }))
         .into_response(),
         (&Method::GET, "contacts") => query_contacts(state, &params),
-        (&Method::POST, "contacts") => create_contact(state, body),
+        (&Method::POST, "contacts") => create_contact(state, body, &user),
         (method, path) => match path.strip_prefix("contacts(").and_then(|p| p.strip_suffix(')')) {
             Some(id) if method == Method::GET => get_contact(state, id, &params),
-            Some(id) if method == Method::PATCH => update_contact(state, id, headers, body),
+            Some(id) if method == Method::PATCH => update_contact(state, id, headers, body, &user),
             _ => odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'.")),
         },
     }
@@ -323,7 +359,13 @@ fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Respons
     Ok(fields)
 }
 
-fn update_contact(state: &mut SimState, id: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+fn update_contact(
+    state: &mut SimState,
+    id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    user: &str,
+) -> Response {
     let fields = match validate(state, body) {
         Ok(fields) => fields,
         Err(response) => return response,
@@ -335,30 +377,34 @@ fn update_contact(state: &mut SimState, id: &str, headers: &HeaderMap, body: &[u
                 .get("versionnumber")
                 .and_then(Value::as_u64)
                 .unwrap_or(1);
-            row.extend(fields);
+            row.extend(fields.clone());
             row.insert("versionnumber".into(), json!(version + 1));
+            crate::webhooks::contact_written(state, "Update", id, &fields, user);
             StatusCode::NO_CONTENT.into_response()
         }
         // `If-Match: *` forbids the upsert that PATCH would otherwise do.
         None if headers.get(header::IF_MATCH).is_some() => does_not_exist(id),
         None => {
-            let mut row = fields;
+            let mut row = fields.clone();
             row.insert("contactid".into(), json!(id));
             state.contacts.push(with_defaults(&columns, row));
+            crate::webhooks::contact_written(state, "Create", id, &fields, user);
             StatusCode::NO_CONTENT.into_response()
         }
     }
 }
 
-fn create_contact(state: &mut SimState, body: &[u8]) -> Response {
-    let mut row = match validate(state, body) {
+fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
+    let fields = match validate(state, body) {
         Ok(fields) => fields,
         Err(response) => return response,
     };
     let id = uuid::Uuid::new_v4().to_string();
+    let mut row = fields.clone();
     row.insert("contactid".into(), json!(id));
     let row = with_defaults(&state.columns, row);
     state.contacts.push(row);
+    crate::webhooks::contact_written(state, "Create", &id, &fields, user);
     let mut response = StatusCode::NO_CONTENT.into_response();
     let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
     response.headers_mut().insert(

@@ -1,17 +1,23 @@
 //! Local stand-ins for the services consent-sync talks to, speaking their
 //! documented wire formats on 127.0.0.1:
 //!
-//! - [`Simulator`]: the Entra ID token endpoint (client credentials) and the
-//!   Dataverse Web API (`contacts`, `WhoAmI`), with injectable faults;
+//! - [`Simulator`]: the Entra ID token endpoint (client credentials), the
+//!   Dataverse Web API (`contacts`, `WhoAmI`, contact metadata, the webhook
+//!   registration tables, and webhooks fired by contact writes) and the
+//!   Didomi API (sessions, consent events, users, webhook deliveries), with
+//!   injectable faults;
 //! - [`gateway`]: API Gateway's HTTP API, turning HTTP requests into
 //!   payload v2.0 events for a function handler;
 //! - [`runtime_api`]: the Lambda Runtime API, to run a compiled function
 //!   binary as Lambda does.
 
 pub mod dataverse;
+pub mod didomi;
 pub mod entra;
 pub mod gateway;
+pub mod registration;
 pub mod runtime_api;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -36,6 +42,11 @@ pub struct Identity {
     pub client_secret: String,
     /// The application user's `systemuserid`, returned by `WhoAmI`.
     pub application_user_id: String,
+    /// A person working in Dynamics, for edits made "by hand".
+    pub person_user_id: String,
+    pub didomi_organization_id: String,
+    pub didomi_api_key: String,
+    pub didomi_api_secret: String,
 }
 
 impl Default for Identity {
@@ -45,6 +56,10 @@ impl Default for Identity {
             client_id: "00000000-0000-0000-0000-0000000000c1".into(),
             client_secret: "local-client-secret".into(),
             application_user_id: "00000000-0000-0000-0000-0000000000e1".into(),
+            person_user_id: "75c2dd85-6a0b-4c1e-9d4f-2b3a4c5d6e7f".into(),
+            didomi_organization_id: "acme".into(),
+            didomi_api_key: "local-api-key".into(),
+            didomi_api_secret: "local-api-secret".into(),
         }
     }
 }
@@ -71,6 +86,51 @@ pub struct Recorded {
     pub body: Option<Value>,
 }
 
+/// A webhook delivery waiting to be sent (Dataverse's or Didomi's).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// The Dataverse step that fired it; a failure becomes its failed system job.
+    pub step_id: Option<String>,
+}
+
+/// A webhook delivery that was sent, and its HTTP status or failure.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub url: String,
+    pub body: Value,
+    pub result: Result<u16, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DidomiUser {
+    pub id: String,
+    pub organization_user_id: String,
+    pub consents: Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The simulated Didomi organization.
+#[derive(Debug, Default)]
+pub struct DidomiState {
+    pub organization_id: String,
+    pub api_key: String,
+    pub api_secret: String,
+    pub tokens: HashSet<String>,
+    pub session_requests: usize,
+    /// Lifetime of issued session tokens (their `exp`), in seconds.
+    pub token_lifetime: u64,
+    pub users: Vec<DidomiUser>,
+    /// Consent events as created (with id, status, created_at).
+    pub events: Vec<Value>,
+    /// Where consent events are delivered as `event.created` webhooks.
+    pub webhook_url: Option<String>,
+    pub faults: VecDeque<Fault>,
+}
+
 #[derive(Debug, Default)]
 pub struct SimState {
     pub identity: Identity,
@@ -86,6 +146,12 @@ pub struct SimState {
     pub dataverse_faults: VecDeque<Fault>,
     pub token_faults: VecDeque<Fault>,
     pub requests: Vec<Recorded>,
+    /// The webhook registration tables, by entity set.
+    pub tables: BTreeMap<&'static str, registration::Table>,
+    pub didomi: DidomiState,
+    pub outgoing: Vec<Outgoing>,
+    pub delivered: Vec<Delivered>,
+    pub pending: Vec<JoinHandle<()>>,
 }
 
 /// The running simulator. Dropping it stops the server.
@@ -147,12 +213,21 @@ impl Simulator {
             .into_iter()
             .map(|c| dataverse::with_defaults(&columns, c))
             .collect();
+        let didomi = DidomiState {
+            organization_id: identity.didomi_organization_id.clone(),
+            api_key: identity.didomi_api_key.clone(),
+            api_secret: identity.didomi_api_secret.clone(),
+            token_lifetime: 3600,
+            ..DidomiState::default()
+        };
         let state = Arc::new(Mutex::new(SimState {
             identity,
             base_url: url.clone(),
             token_lifetime: 3599,
             columns,
             contacts,
+            tables: registration::standard_tables(),
+            didomi,
             ..SimState::default()
         }));
         let app = axum::Router::new()
@@ -233,6 +308,101 @@ impl Simulator {
     pub fn clear_requests(&self) {
         self.state().requests.clear();
     }
+
+    /// The next `times` Didomi API requests fail with `fault`.
+    pub fn fail_didomi(&self, times: usize, fault: Fault) {
+        let mut state = self.state();
+        state.didomi.faults.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// The Didomi API requests received so far.
+    pub fn didomi_requests(&self) -> Vec<Recorded> {
+        self.state()
+            .requests
+            .iter()
+            .filter(|r| r.path_and_query.starts_with("/v1/"))
+            .cloned()
+            .collect()
+    }
+
+    /// The consent events Didomi recorded.
+    pub fn didomi_events(&self) -> Vec<Value> {
+        self.state().didomi.events.clone()
+    }
+
+    pub fn didomi_sessions(&self) -> usize {
+        self.state().didomi.session_requests
+    }
+
+    /// A Didomi user's consent status, if the user exists.
+    pub fn didomi_user(&self, organization_user_id: &str) -> Option<Map<String, Value>> {
+        self.state()
+            .didomi
+            .users
+            .iter()
+            .find(|u| u.organization_user_id == organization_user_id)
+            .map(|u| u.consents.clone())
+    }
+
+    /// Delivers each consent event Didomi records to `url` as an
+    /// `event.created` webhook, as a Didomi webhook configured for it would.
+    pub fn deliver_didomi_webhooks_to(&self, url: &str) {
+        self.state().didomi.webhook_url = Some(url.to_string());
+    }
+
+    /// A person edits a contact in Dynamics: the columns change and the
+    /// registered webhooks fire with that person as the initiating user.
+    pub fn edit_contact_as_person(&self, id: &str, changes: Value) -> Result<(), String> {
+        {
+            let mut state = self.state();
+            let Value::Object(changes) = changes else {
+                return Err("changes must be a JSON object".into());
+            };
+            let person = state.identity.person_user_id.clone();
+            let row = state
+                .contacts
+                .iter_mut()
+                .find(|c| c["contactid"] == id)
+                .ok_or_else(|| format!("no contact {id}"))?;
+            row.extend(changes.clone());
+            webhooks::contact_written(&mut state, "Update", id, &changes, &person);
+        }
+        webhooks::send_outgoing(&self.state);
+        Ok(())
+    }
+
+    /// Waits until every webhook delivery in flight (and those they caused)
+    /// has been answered.
+    pub async fn settle(&self) {
+        loop {
+            let pending = std::mem::take(&mut self.state().pending);
+            if pending.is_empty() {
+                return;
+            }
+            for handle in pending {
+                let _ = handle.await;
+            }
+        }
+    }
+
+    /// Webhook deliveries sent so far, to `url_prefix`.
+    pub fn deliveries_to(&self, url_prefix: &str) -> Vec<Delivered> {
+        self.state()
+            .delivered
+            .iter()
+            .filter(|d| d.url.starts_with(url_prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Rows of a registration table (`serviceendpoints`, `asyncoperations`, …).
+    pub fn rows(&self, entity_set: &str) -> Vec<Map<String, Value>> {
+        self.state()
+            .tables
+            .get(entity_set)
+            .map(|t| t.rows.clone())
+            .unwrap_or_default()
+    }
 }
 
 async fn dispatch(
@@ -245,6 +415,7 @@ async fn dispatch(
     let path = uri.path().to_string();
     let query = uri.query().unwrap_or_default().to_string();
     let is_token = path.ends_with("/oauth2/v2.0/token");
+    let is_didomi = path.starts_with("/v1/");
     let fault = {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         state.requests.push(Recorded {
@@ -262,6 +433,8 @@ async fn dispatch(
         });
         if is_token {
             state.token_faults.pop_front()
+        } else if is_didomi {
+            state.didomi.faults.pop_front()
         } else {
             state.dataverse_faults.pop_front()
         }
@@ -274,24 +447,33 @@ async fn dispatch(
         }) => {
             return if is_token {
                 entra::fault_response(status, retry_after)
+            } else if is_didomi {
+                didomi::fault_response(status, retry_after)
             } else {
                 dataverse::fault_response(status, retry_after)
             }
         }
         None => {}
     }
-    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-    if is_token {
-        entra::token(&mut state, &method, &path, &body)
-    } else if let Some(rest) = path.strip_prefix(dataverse::API_PATH) {
-        dataverse::serve(&mut state, &method, rest, &query, &headers, &body)
-    } else {
-        dataverse::odata_error(
-            404,
-            "0x80060888",
-            &format!("Resource not found for the segment '{path}'."),
-        )
-    }
+    let response = {
+        let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+        if is_token {
+            entra::token(&mut guard, &method, &path, &body)
+        } else if let Some(rest) = path.strip_prefix("/v1") {
+            didomi::serve(&mut guard, &method, rest, &query, &headers, &body)
+        } else if let Some(rest) = path.strip_prefix(dataverse::API_PATH) {
+            dataverse::serve(&mut guard, &method, rest, &query, &headers, &body)
+        } else {
+            dataverse::odata_error(
+                404,
+                "0x80060888",
+                &format!("Resource not found for the segment '{path}'."),
+            )
+        }
+    };
+    // Asynchronous steps and Didomi webhooks go out after the answer.
+    webhooks::send_outgoing(&state);
+    response
 }
 
 /// The configuration the local run starts from (`events/local-config.json`).

@@ -10,12 +10,11 @@ use serde_json::{json, Map, Value};
 use crate::config::{Config, ConfigError};
 use crate::config_source::ConfigCache;
 use crate::dataverse::{DataverseClient, DataverseError};
-use crate::didomi_webhook::{parse_delivery, ConsentChange, Delivery};
+use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
 use crate::logging::{pseudonym, redact};
 use crate::mapping::columns_from_consents;
 use crate::retry::Deadline;
-use crate::token::TokenError;
 
 /// What the function keeps between invocations: the configuration and the
 /// Dataverse client with its token and connections.
@@ -126,7 +125,7 @@ impl DidomiToDynamics {
                     &error.to_string(),
                     change.organization_user_id.as_deref().unwrap_or_default(),
                 );
-                let status = failure_status(&error);
+                let status = error.http_status();
                 tracing::error!(
                     kind = %change.kind,
                     user = user.as_deref().unwrap_or("-"),
@@ -141,18 +140,7 @@ impl DidomiToDynamics {
     }
 }
 
-/// 503 when trying again later may work (Didomi redelivers), 502 when
-/// Dataverse or Entra ID refused what consent-sync sent: a configuration or
-/// data problem for the operator.
-fn failure_status(error: &DataverseError) -> u16 {
-    match error {
-        DataverseError::Token(TokenError::Refused { .. }) if !error.is_transient() => 500,
-        _ if error.is_transient() => 503,
-        _ => 502,
-    }
-}
-
-fn rejected(rejection: Rejection, started: Instant) -> ApiGatewayV2httpResponse {
+pub(crate) fn rejected(rejection: Rejection, started: Instant) -> ApiGatewayV2httpResponse {
     tracing::warn!(
         status = rejection.status,
         error = %rejection.message,

@@ -1,5 +1,10 @@
-//! The Dataverse Web API, as far as consent-sync uses it: find contacts by
-//! the key column, update changed columns, create contacts, `WhoAmI`.
+//! The Dataverse Web API, as far as consent-sync uses it: contacts (find by
+//! the key column, read, update changed columns, create), `WhoAmI`, and the
+//! plain row operations that webhook registration and metadata checks use.
+
+pub mod metadata;
+pub mod registration;
+pub mod webhook;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, Response, StatusCode};
@@ -64,6 +69,18 @@ impl DataverseError {
             DataverseError::BadAnswer(_) => false,
         }
     }
+
+    /// The answer for a webhook that failed on this: 503 when trying again
+    /// later may work (the sender redelivers), 502 when Dataverse refused
+    /// what consent-sync sent, 500 when Entra ID refused the credentials —
+    /// a configuration or data problem for the operator.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            DataverseError::Token(TokenError::Refused { .. }) if !self.is_transient() => 500,
+            _ if self.is_transient() => 503,
+            _ => 502,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -81,6 +98,7 @@ struct ODataErrorBody {
 struct Rows {
     value: Vec<Map<String, Value>>,
 }
+
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -228,29 +246,84 @@ impl Dataverse<'_> {
         id: &str,
         changes: &Map<String, Value>,
     ) -> Result<(), DataverseError> {
-        let url = self.url(&format!("contacts({})", guid(id)?));
-        self.send(
-            Method::PATCH,
-            &url,
-            Some(&Value::Object(changes.clone())),
-            Replay::Safe,
-        )
-        .await?;
-        Ok(())
+        self.update("contacts", id, &Value::Object(changes.clone()))
+            .await
     }
 
-    /// Creates a contact and returns its id. Not repeated after an unclear
-    /// outcome, which could create it twice; the sender's redelivery finds it.
+    /// Creates a contact and returns its id.
     pub async fn create_contact(
         &self,
         fields: &Map<String, Value>,
     ) -> Result<String, DataverseError> {
-        let url = self.url("contacts");
+        self.create("contacts", &Value::Object(fields.clone())).await
+    }
+
+    /// One contact by id with the given columns; `None` when it no longer exists.
+    pub async fn get_contact(
+        &self,
+        id: &str,
+        columns: &[&str],
+    ) -> Result<Option<Contact>, DataverseError> {
+        let mut select = vec!["contactid"];
+        select.extend(columns.iter().copied().filter(|c| *c != "contactid"));
+        let path = format!(
+            "contacts({})?$select={}",
+            guid(id)?,
+            encode_query_value(&select.join(","))
+        );
+        match self.get_json(&path).await {
+            Ok(Value::Object(mut row)) => {
+                row.remove("contactid");
+                row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
+                Ok(Some(Contact {
+                    id: id.to_string(),
+                    columns: row,
+                }))
+            }
+            Ok(_) => Err(DataverseError::BadAnswer(
+                "a contact was not returned as a JSON object".into(),
+            )),
+            Err(DataverseError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET` of a path below the API root (query included, already encoded).
+    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, DataverseError> {
+        let response = self
+            .send(Method::GET, &self.url(path_and_query), None, Replay::Safe)
+            .await?;
+        response.json().await.map_err(|_| {
+            DataverseError::BadAnswer(format!(
+                "the answer to GET {} is not JSON",
+                path_and_query.split('?').next().unwrap_or_default()
+            ))
+        })
+    }
+
+    /// The rows of an OData collection query.
+    pub async fn get_rows(
+        &self,
+        path_and_query: &str,
+    ) -> Result<Vec<Map<String, Value>>, DataverseError> {
+        let answer = self.get_json(path_and_query).await?;
+        let rows: Rows = serde_json::from_value(answer).map_err(|_| {
+            DataverseError::BadAnswer(format!(
+                "the query of {} did not return an OData collection",
+                path_and_query.split('?').next().unwrap_or_default()
+            ))
+        })?;
+        Ok(rows.value)
+    }
+
+    /// Creates a row and returns its id (from `OData-EntityId`). Not repeated
+    /// after an unclear outcome, which could create it twice.
+    pub async fn create(&self, entity_set: &str, body: &Value) -> Result<String, DataverseError> {
         let response = self
             .send(
                 Method::POST,
-                &url,
-                Some(&Value::Object(fields.clone())),
+                &self.url(entity_set),
+                Some(body),
                 Replay::OnlyIfNotProcessed,
             )
             .await?;
@@ -259,9 +332,9 @@ impl Dataverse<'_> {
             .get("OData-EntityId")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {
-                DataverseError::BadAnswer(
-                    "the created contact's OData-EntityId header is missing".into(),
-                )
+                DataverseError::BadAnswer(format!(
+                    "the created {entity_set} row's OData-EntityId header is missing"
+                ))
             })?;
         entity_id
             .rsplit_once('(')
@@ -270,6 +343,28 @@ impl Dataverse<'_> {
             .ok_or_else(|| {
                 DataverseError::BadAnswer("the OData-EntityId header holds no id".into())
             })
+    }
+
+    /// Updates an existing row (`If-Match: *`: never an accidental create).
+    pub async fn update(
+        &self,
+        entity_set: &str,
+        id: &str,
+        body: &Value,
+    ) -> Result<(), DataverseError> {
+        let url = self.url(&format!("{entity_set}({})", guid(id)?));
+        self.send(Method::PATCH, &url, Some(body), Replay::Safe)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a row; one that is already gone counts as deleted.
+    pub async fn delete(&self, entity_set: &str, id: &str) -> Result<(), DataverseError> {
+        let url = self.url(&format!("{entity_set}({})", guid(id)?));
+        match self.send(Method::DELETE, &url, None, Replay::Safe).await {
+            Ok(_) | Err(DataverseError::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The id of the user this application acts as.
@@ -287,13 +382,13 @@ impl Dataverse<'_> {
 
 /// A GUID as it may appear in a URL path; anything else is refused here
 /// rather than spliced into the request.
-fn guid(id: &str) -> Result<&str, DataverseError> {
+pub fn guid(id: &str) -> Result<&str, DataverseError> {
     let ok = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     if ok {
         Ok(id)
     } else {
         Err(DataverseError::BadAnswer(
-            "a contact id is not a GUID".into(),
+            "a row id is not a GUID".into(),
         ))
     }
 }

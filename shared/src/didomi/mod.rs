@@ -1,0 +1,7 @@
+//! Didomi: the webhook deliveries it sends (`deliveries`) and its API
+//! (`client`: sessions, consent events, users).
+
+pub mod client;
+pub mod deliveries;
+
+pub use client::{DidomiClient, DidomiError};

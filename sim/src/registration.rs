@@ -1,0 +1,514 @@
+//! The tables a webhook registration lives in — `serviceendpoints`,
+//! `sdkmessages`, `sdkmessagefilters`, `sdkmessageprocessingsteps`,
+//! `sdkmessageprocessingstepimages`, `asyncoperations` — with the Web API's
+//! query options (`$select`, `$filter` of `eq` terms joined by `and`,
+//! `$orderby`, `$top`), `@odata.bind` lookups, and Dataverse's rules where
+//! consent-sync could break them: `authvalue` is never returned, a step needs
+//! its message, filter and handler, a service endpoint with steps cannot be
+//! deleted, a step's images go with it.
+
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::dataverse::{odata_error, API_PATH};
+use crate::SimState;
+
+pub const MESSAGE_CREATE: &str = "9ebdbb1b-ea3e-db11-86a7-000a3a5473e8";
+pub const MESSAGE_UPDATE: &str = "20bebb1b-ea3e-db11-86a7-000a3a5473e8";
+pub const MESSAGE_DELETE: &str = "20bebb1b-ea3e-db11-86a7-000a3a5473e9";
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub primary_key: &'static str,
+    /// Columns a client may write (lookups through `@odata.bind`).
+    pub writable: &'static [&'static str],
+    /// Navigation property -> (lookup column, entity set it points to).
+    pub lookups: &'static [(&'static str, &'static str, &'static str)],
+    pub rows: Vec<Map<String, Value>>,
+}
+
+fn row(value: Value) -> Map<String, Value> {
+    value.as_object().cloned().unwrap_or_default()
+}
+
+/// The registration tables of a new environment: the messages and contact
+/// filters, and one registration that is not consent-sync's (an audit
+/// webhook on accounts), which consent-sync must leave alone.
+pub fn standard_tables() -> BTreeMap<&'static str, Table> {
+    let filter = |id: &str, message: &str, entity: &str| {
+        row(json!({"sdkmessagefilterid": id, "_sdkmessageid_value": message, "primaryobjecttypecode": entity, "iscustomprocessingstepallowed": true}))
+    };
+    let mut tables = BTreeMap::new();
+    tables.insert(
+        "sdkmessages",
+        Table {
+            primary_key: "sdkmessageid",
+            writable: &[],
+            lookups: &[],
+            rows: vec![
+                row(json!({"sdkmessageid": MESSAGE_CREATE, "name": "Create"})),
+                row(json!({"sdkmessageid": MESSAGE_UPDATE, "name": "Update"})),
+                row(json!({"sdkmessageid": MESSAGE_DELETE, "name": "Delete"})),
+            ],
+        },
+    );
+    tables.insert(
+        "sdkmessagefilters",
+        Table {
+            primary_key: "sdkmessagefilterid",
+            writable: &[],
+            lookups: &[],
+            rows: vec![
+                filter("c2c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_CREATE, "contact"),
+                filter("c3c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_UPDATE, "contact"),
+                filter("c4c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_DELETE, "contact"),
+                filter("a1c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_UPDATE, "account"),
+            ],
+        },
+    );
+    tables.insert(
+        "serviceendpoints",
+        Table {
+            primary_key: "serviceendpointid",
+            writable: &["name", "url", "contract", "authtype", "messageformat", "authvalue", "description", "namespaceaddress"],
+            lookups: &[],
+            rows: vec![row(json!({
+                "serviceendpointid": "5e2b1a00-0000-4000-8000-00000000a0d1",
+                "name": "Contoso audit",
+                "url": "https://audit.contoso.example/hook",
+                "contract": 8, "authtype": 5, "messageformat": 2,
+                "authvalue": "<settings><setting name=\"x-audit\" value=\"audit-secret\"/></settings>",
+                "description": "Audit trail of account changes"
+            }))],
+        },
+    );
+    tables.insert(
+        "sdkmessageprocessingsteps",
+        Table {
+            primary_key: "sdkmessageprocessingstepid",
+            writable: &["name", "description", "stage", "mode", "rank", "supporteddeployment", "asyncautodelete", "filteringattributes", "statecode", "statuscode"],
+            lookups: &[
+                ("eventhandler_serviceendpoint", "_eventhandler_value", "serviceendpoints"),
+                ("sdkmessageid", "_sdkmessageid_value", "sdkmessages"),
+                ("sdkmessagefilterid", "_sdkmessagefilterid_value", "sdkmessagefilters"),
+            ],
+            rows: vec![row(json!({
+                "sdkmessageprocessingstepid": "5e2b1a00-0000-4000-8000-00000000a0d2",
+                "name": "Contoso audit: account Update",
+                "stage": 40, "mode": 1, "rank": 1, "statecode": 0, "statuscode": 1,
+                "filteringattributes": "name",
+                "_eventhandler_value": "5e2b1a00-0000-4000-8000-00000000a0d1",
+                "_sdkmessageid_value": MESSAGE_UPDATE,
+                "_sdkmessagefilterid_value": "a1c5bb1b-ea3e-db11-86a7-000a3a5473e8"
+            }))],
+        },
+    );
+    tables.insert(
+        "sdkmessageprocessingstepimages",
+        Table {
+            primary_key: "sdkmessageprocessingstepimageid",
+            writable: &["name", "entityalias", "imagetype", "messagepropertyname", "attributes"],
+            lookups: &[(
+                "sdkmessageprocessingstepid",
+                "_sdkmessageprocessingstepid_value",
+                "sdkmessageprocessingsteps",
+            )],
+            rows: vec![row(json!({
+                "sdkmessageprocessingstepimageid": "5e2b1a00-0000-4000-8000-00000000a0d3",
+                "name": "audit image", "entityalias": "audit", "imagetype": 1,
+                "messagepropertyname": "Target", "attributes": "name",
+                "_sdkmessageprocessingstepid_value": "5e2b1a00-0000-4000-8000-00000000a0d2"
+            }))],
+        },
+    );
+    tables.insert(
+        "asyncoperations",
+        Table {
+            primary_key: "asyncoperationid",
+            writable: &[],
+            lookups: &[],
+            rows: vec![],
+        },
+    );
+    tables
+}
+
+/// One `column eq literal` term.
+#[derive(Debug, Clone, PartialEq)]
+struct Term {
+    column: String,
+    literal: Value,
+}
+
+/// `a eq 'x' and b eq 12 and c eq 5e2b…` (string literals with doubled quotes).
+fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
+    let syntax = || format!("Syntax error in '{filter}'.");
+    let mut terms = Vec::new();
+    let mut rest = filter.trim();
+    loop {
+        let (column, after) = rest.split_once(' ').ok_or_else(syntax)?;
+        let after = after.trim_start().strip_prefix("eq ").ok_or_else(syntax)?.trim_start();
+        let (literal, after) = if let Some(quoted) = after.strip_prefix('\'') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices().peekable();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                if c == '\'' {
+                    if chars.peek().map(|(_, c)| *c) == Some('\'') {
+                        chars.next();
+                        value.push('\'');
+                    } else {
+                        end = Some(i + 1);
+                        break;
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+            let end = end.ok_or_else(syntax)?;
+            (Value::String(value), &quoted[end..])
+        } else {
+            let (token, after) = after.split_once(' ').unwrap_or((after, ""));
+            let literal = match token {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                t => t
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::String(t.to_string())),
+            };
+            (literal, after)
+        };
+        terms.push(Term {
+            column: column.to_string(),
+            literal,
+        });
+        let after = after.trim();
+        if after.is_empty() {
+            return Ok(terms);
+        }
+        rest = after.strip_prefix("and ").ok_or_else(syntax)?;
+    }
+}
+
+fn matches(row: &Map<String, Value>, term: &Term) -> bool {
+    let value = row.get(&term.column).unwrap_or(&Value::Null);
+    match (&term.literal, value) {
+        (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a == b,
+    }
+}
+
+fn project(row: &Map<String, Value>, select: Option<&str>, primary_key: &str) -> Value {
+    let mut out = Map::new();
+    match select {
+        Some(select) => {
+            for column in select.split(',').map(str::trim) {
+                out.insert(column.to_string(), row.get(column).cloned().unwrap_or(Value::Null));
+            }
+            out.insert(primary_key.to_string(), row[primary_key].clone());
+        }
+        None => out = row.clone(),
+    }
+    // Dataverse never returns a service endpoint's key.
+    out.remove("authvalue");
+    Value::Object(out)
+}
+
+fn bad_request(message: &str) -> Response {
+    odata_error(400, "0x80040203", message)
+}
+
+fn columns_exist(table: &Table, select: &str) -> Result<(), Response> {
+    for column in select.split(',').map(str::trim) {
+        let known = column == table.primary_key
+            || table.writable.contains(&column)
+            || table.lookups.iter().any(|(_, lookup, _)| *lookup == column)
+            || table.rows.iter().any(|r| r.contains_key(column))
+            || matches!(column, "statecode" | "statuscode" | "createdon" | "modifiedon" | "completedon" | "message" | "friendlymessage" | "_owningextensionid_value" | "errorcode" | "primaryobjecttypecode" | "_sdkmessageid_value");
+        if !known {
+            return Err(odata_error(
+                400,
+                "0x80060888",
+                &format!("Could not find a property named '{column}'."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Serves `entity_set` or `entity_set(id)`; `None` when it is not a
+/// registration table.
+pub fn serve(
+    state: &mut SimState,
+    method: &Method,
+    path: &str,
+    params: &HashMap<String, String>,
+    body: &[u8],
+) -> Option<Response> {
+    let (set, id) = match path.split_once('(') {
+        Some((set, rest)) => (set, Some(rest.strip_suffix(')')?.to_string())),
+        None => (path, None),
+    };
+    let table = state.tables.get(set)?;
+    let primary_key = table.primary_key;
+    Some(match (method, id) {
+        (&Method::GET, None) => query(state, set, params),
+        (&Method::GET, Some(id)) => match find(&state.tables[set], &id) {
+            Some(index) => axum::Json(project(
+                &state.tables[set].rows[index],
+                params.get("$select").map(String::as_str),
+                primary_key,
+            ))
+            .into_response(),
+            None => does_not_exist(set, &id),
+        },
+        (&Method::POST, None) => create(state, set, body),
+        (&Method::PATCH, Some(id)) => update(state, set, &id, body),
+        (&Method::DELETE, Some(id)) => delete(state, set, &id),
+        _ => odata_error(405, "0x80060888", "The method is not allowed on this resource."),
+    })
+}
+
+fn find(table: &Table, id: &str) -> Option<usize> {
+    table.rows.iter().position(|r| {
+        r.get(table.primary_key)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.eq_ignore_ascii_case(id))
+    })
+}
+
+fn does_not_exist(set: &str, id: &str) -> Response {
+    odata_error(
+        404,
+        "0x80040217",
+        &format!("{} With Id = {id} Does Not Exist", set.trim_end_matches('s')),
+    )
+}
+
+fn query(state: &SimState, set: &str, params: &HashMap<String, String>) -> Response {
+    let table = &state.tables[set];
+    if let Some(select) = params.get("$select") {
+        if let Err(response) = columns_exist(table, select) {
+            return response;
+        }
+    }
+    let terms = match params.get("$filter").map(|f| parse_filter(f)) {
+        None => Vec::new(),
+        Some(Ok(terms)) => terms,
+        Some(Err(message)) => return odata_error(400, "0x80060888", &message),
+    };
+    let mut rows: Vec<&Map<String, Value>> = table
+        .rows
+        .iter()
+        .filter(|row| terms.iter().all(|t| matches(row, t)))
+        .collect();
+    if let Some(order) = params.get("$orderby") {
+        let (column, descending) = match order.trim().split_once(' ') {
+            Some((column, direction)) => (column, direction.eq_ignore_ascii_case("desc")),
+            None => (order.trim(), false),
+        };
+        rows.sort_by_key(|row| row.get(column).map(Value::to_string).unwrap_or_default());
+        if descending {
+            rows.reverse();
+        }
+    }
+    if let Some(top) = params.get("$top") {
+        match top.parse::<usize>() {
+            Ok(top) => rows.truncate(top),
+            Err(_) => return bad_request("$top must be a whole number"),
+        }
+    }
+    let select = params.get("$select").map(String::as_str);
+    axum::Json(json!({
+        "@odata.context": format!("{}{API_PATH}/$metadata#{set}", state.base_url),
+        "value": rows.iter().map(|row| project(row, select, table.primary_key)).collect::<Vec<_>>()
+    }))
+    .into_response()
+}
+
+/// The body's columns, with `@odata.bind` lookups resolved to their columns.
+fn fields(state: &SimState, set: &str, body: &[u8]) -> Result<Map<String, Value>, Response> {
+    let table = &state.tables[set];
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        return Err(bad_request("The request body is not a JSON object."));
+    };
+    let mut fields = Map::new();
+    for (name, value) in body {
+        if let Some(navigation) = name.strip_suffix("@odata.bind") {
+            let Some((_, column, target)) = table.lookups.iter().find(|(n, _, _)| *n == navigation)
+            else {
+                return Err(odata_error(
+                    400,
+                    "0x80060888",
+                    &format!("An undeclared property '{navigation}' which only has property annotations in the payload but no property value was found in the payload."),
+                ));
+            };
+            let reference = value.as_str().unwrap_or_default();
+            let id = reference
+                .trim_start_matches('/')
+                .strip_prefix(target)
+                .and_then(|r| r.strip_prefix('('))
+                .and_then(|r| r.strip_suffix(')'));
+            let Some(id) = id else {
+                return Err(bad_request(&format!("Bad reference {reference:?} for {navigation}")));
+            };
+            if find(&state.tables[target], id).is_none() {
+                return Err(does_not_exist(target, id));
+            }
+            fields.insert(column.to_string(), json!(id));
+        } else if table.writable.contains(&name.as_str()) {
+            fields.insert(name, value);
+        } else {
+            return Err(odata_error(
+                400,
+                "0x80060888",
+                &format!("Invalid property '{name}' was found in entity '{set}'."),
+            ));
+        }
+    }
+    Ok(fields)
+}
+
+/// The checks Dataverse makes that a mistaken registration would trip.
+fn validate(set: &str, row: &Map<String, Value>) -> Result<(), Response> {
+    let number = |c: &str| row.get(c).and_then(Value::as_i64);
+    let text = |c: &str| row.get(c).and_then(Value::as_str).unwrap_or_default();
+    match set {
+        "serviceendpoints" => {
+            if number("contract") == Some(8) && !text("url").starts_with("http") {
+                return Err(bad_request("A webhook needs an absolute url."));
+            }
+            if number("authtype") == Some(5) && !text("authvalue").starts_with("<settings>") {
+                return Err(bad_request("HttpHeader authentication needs an authvalue of <settings>."));
+            }
+        }
+        "sdkmessageprocessingsteps" => {
+            for required in ["_sdkmessageid_value", "_eventhandler_value", "name"] {
+                if row.get(required).is_none_or(Value::is_null) {
+                    return Err(bad_request(&format!("{required} is required for a step.")));
+                }
+            }
+            if number("mode") == Some(1) && number("stage") != Some(40) {
+                return Err(bad_request("Asynchronous steps are only supported in the post-operation stage."));
+            }
+        }
+        "sdkmessageprocessingstepimages" => {
+            if !matches!(number("imagetype"), Some(0..=2)) {
+                return Err(odata_error(400, "0x8004431a", "imagetype is outside the valid range."));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn create(state: &mut SimState, set: &str, body: &[u8]) -> Response {
+    let mut row = match fields(state, set, body) {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    if state.tables[set].writable.is_empty() {
+        return odata_error(405, "0x80040220", &format!("Rows of {set} cannot be created."));
+    }
+    let primary_key = state.tables[set].primary_key;
+    let id = uuid::Uuid::new_v4().to_string();
+    row.insert(primary_key.into(), json!(id));
+    if set == "sdkmessageprocessingsteps" {
+        row.entry("statecode").or_insert(json!(0));
+        row.entry("statuscode").or_insert(json!(1));
+    }
+    if let Err(response) = validate(set, &row) {
+        return response;
+    }
+    state.tables.get_mut(set).expect("known").rows.push(row);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let entity_id = format!("{}{API_PATH}/{set}({id})", state.base_url);
+    response.headers_mut().insert(
+        "OData-EntityId",
+        HeaderValue::from_str(&entity_id).expect("ascii"),
+    );
+    response
+}
+
+fn update(state: &mut SimState, set: &str, id: &str, body: &[u8]) -> Response {
+    let fields = match fields(state, set, body) {
+        Ok(fields) => fields,
+        Err(response) => return response,
+    };
+    let Some(index) = find(&state.tables[set], id) else {
+        return does_not_exist(set, id);
+    };
+    let mut row = state.tables[set].rows[index].clone();
+    row.extend(fields);
+    if let Err(response) = validate(set, &row) {
+        return response;
+    }
+    state.tables.get_mut(set).expect("known").rows[index] = row;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn delete(state: &mut SimState, set: &str, id: &str) -> Response {
+    let Some(index) = find(&state.tables[set], id) else {
+        return does_not_exist(set, id);
+    };
+    let references = |table: &str, column: &str| {
+        state.tables[table]
+            .rows
+            .iter()
+            .filter(|r| r.get(column).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(id)))
+            .count()
+    };
+    match set {
+        "serviceendpoints" if references("sdkmessageprocessingsteps", "_eventhandler_value") > 0 => {
+            return odata_error(
+                400,
+                "0x80040227",
+                "The service endpoint cannot be deleted because steps are registered on it.",
+            )
+        }
+        "sdkmessageprocessingsteps" => {
+            // A step's images are deleted with it.
+            state
+                .tables
+                .get_mut("sdkmessageprocessingstepimages")
+                .expect("known")
+                .rows
+                .retain(|r| r.get("_sdkmessageprocessingstepid_value").and_then(Value::as_str) != Some(id));
+        }
+        "sdkmessages" | "sdkmessagefilters" | "asyncoperations" => {
+            return odata_error(403, "0x80040220", &format!("Rows of {set} cannot be deleted."))
+        }
+        _ => {}
+    }
+    state.tables.get_mut(set).expect("known").rows.remove(index);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_join_terms_with_and() {
+        let terms = parse_filter(
+            "primaryobjecttypecode eq 'contact' and _sdkmessageid_value eq 20bebb1b-ea3e-db11-86a7-000a3a5473e8 and stage eq 40",
+        )
+        .unwrap();
+        assert_eq!(terms.len(), 3);
+        assert_eq!(terms[0].literal, json!("contact"));
+        assert_eq!(terms[2].literal, json!(40));
+        assert_eq!(
+            parse_filter("name eq 'o''brien'").unwrap()[0].literal,
+            json!("o'brien")
+        );
+        assert!(parse_filter("name eq 'open").is_err());
+        assert!(parse_filter("name gt 1").is_err());
+    }
+}
