@@ -1,19 +1,26 @@
-//! `consent-sync local`: the function on this machine, behind a local API
-//! Gateway, against the simulators (or a real environment with `--config`).
+//! `consent-sync local`: both functions on this machine, each behind a local
+//! API Gateway, against the simulators (or a real environment with
+//! `--config`). On the simulators it shows the whole loop: a Didomi delivery
+//! updates a contact, the webhook that write fires is recognised as
+//! consent-sync's own; a person's edit reaches Didomi as one consent event,
+//! whose delivery back is recognised as an echo.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use consent_sync::config::WebhookAuthMode;
 use consent_sync::dataverse::Contact;
 use consent_sync::didomi::deliveries::{parse_delivery, Delivery};
-use consent_sync::{Config, ConfigSource, Deadline, DidomiToDynamics};
+use consent_sync::{
+    Config, ConfigError, ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi,
+};
 use consent_sync_sim::gateway::{Gateway, Handler};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// The delivery replayed when no `--event` is given.
 pub const SAMPLE_DELIVERY: &str = include_str!("../../events/didomi-user-updated.json");
@@ -28,16 +35,39 @@ pub struct Options {
     pub serve: bool,
 }
 
-/// Lets the local gateway invoke the function, each request with Lambda's budget.
-pub fn gateway_handler(function: Arc<DidomiToDynamics>) -> Handler {
+fn handler<F, Fut>(handle: F) -> Handler
+where
+    F: Fn(ApiGatewayV2httpRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>> + Send + 'static,
+{
+    let handle = Arc::new(handle);
     Arc::new(move |request: ApiGatewayV2httpRequest| {
+        let handle = handle.clone();
+        Box::pin(async move { handle(request).await.map_err(|e| e.to_string()) })
+    })
+}
+
+/// Lets the local gateway invoke `didomi-to-dynamics`, each request with Lambda's budget.
+pub fn gateway_handler(function: Arc<DidomiToDynamics>) -> Handler {
+    handler(move |request| {
         let function = function.clone();
-        Box::pin(async move {
+        async move {
             function
                 .handle(&request, Deadline::after(INVOCATION_BUDGET))
                 .await
-                .map_err(|e| e.to_string())
-        })
+        }
+    })
+}
+
+/// Lets the local gateway invoke `dynamics-to-didomi`.
+pub fn dynamics_gateway_handler(function: Arc<DynamicsToDidomi>) -> Handler {
+    handler(move |request| {
+        let function = function.clone();
+        async move {
+            function
+                .handle(&request, Deadline::after(INVOCATION_BUDGET))
+                .await
+        }
     })
 }
 
@@ -60,6 +90,10 @@ pub async fn run(options: Options) -> Result<(), String> {
         .and_then(|config| config.check_didomi_webhook().map(|()| config))
         .map_err(|e| e.to_string())?;
     let function = Arc::new(DidomiToDynamics::new(
+        ConfigSource::Inline(config_text.clone()),
+        Duration::from_secs(300),
+    ));
+    let reverse = Arc::new(DynamicsToDidomi::new(
         ConfigSource::Inline(config_text),
         Duration::from_secs(300),
     ));
@@ -81,10 +115,22 @@ pub async fn run(options: Options) -> Result<(), String> {
     )
     .await
     .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", options.port))?;
+    let reverse_port = if options.port == 0 {
+        0
+    } else {
+        options.port + 1
+    };
+    let reverse_gateway = Gateway::start(
+        SocketAddr::from(([127, 0, 0, 1], reverse_port)),
+        dynamics_gateway_handler(reverse.clone()),
+        None,
+    )
+    .await
+    .map_err(|e| format!("cannot listen on 127.0.0.1:{reverse_port}: {e}"))?;
 
     match &simulator {
         Some(sim) => println!(
-            "Dataverse and Entra ID simulator: {} (sample contacts loaded)",
+            "Dataverse, Entra ID and Didomi simulator: {} (sample contacts loaded)",
             sim.url
         ),
         None => println!("Dataverse environment: {}", config.server_instance),
@@ -93,6 +139,21 @@ pub async fn run(options: Options) -> Result<(), String> {
         "didomi-to-dynamics endpoint:      {}/  (POST Didomi webhook deliveries here)",
         gateway.url
     );
+    println!(
+        "dynamics-to-didomi endpoint:      {}/  (POST Dataverse webhook deliveries here)",
+        reverse_gateway.url
+    );
+    if let Some(sim) = &simulator {
+        // As an operator would: `consent-sync webhook register`, and the
+        // Didomi console's webhook pointed at didomi-to-dynamics.
+        sim.deliver_didomi_webhooks_to(&format!("{}/", gateway.url));
+        crate::webhook::register(
+            &config,
+            consent_sync::dataverse::registration::DEFAULT_NAME,
+            &format!("{}/", reverse_gateway.url),
+        )
+        .await?;
+    }
 
     let delivery = match &options.event {
         Some(path) => std::fs::read_to_string(path)
@@ -106,11 +167,14 @@ pub async fn run(options: Options) -> Result<(), String> {
 
     let before = read_contacts(&function, &config, user.as_deref()).await?;
     let (status, body) = replay(&gateway.url, &delivery).await?;
+    if let Some(sim) = &simulator {
+        sim.settle().await;
+    }
     let after = read_contacts(&function, &config, user.as_deref()).await?;
 
     println!();
     println!(
-        "Replayed {} -> HTTP {status} {body}",
+        "1. Didomi -> Dynamics: replayed {} -> HTTP {status} {body}",
         options
             .event
             .as_ref()
@@ -118,6 +182,18 @@ pub async fn run(options: Options) -> Result<(), String> {
             .unwrap_or_else(|| "events/didomi-user-updated.json".into())
     );
     print!("{}", describe_changes(user.as_deref(), &before, &after));
+    if let Some(sim) = &simulator {
+        let answers = answers(sim, &reverse_gateway.url, 0);
+        if answers.is_empty() {
+            println!("   No Dataverse webhook fired (no watched column was written).");
+        }
+        for answer in answers {
+            println!("   The webhook this write fired -> dynamics-to-didomi: {answer}");
+        }
+        if let Some(contact) = after.first() {
+            person_edit(sim, &config, contact, &gateway.url, &reverse_gateway.url).await?;
+        }
+    }
 
     if options.serve {
         println!("\nServing until Ctrl-C. Try: curl -X POST {}/ -H 'content-type: application/json' --data @events/didomi-event-created.json", gateway.url);
@@ -130,6 +206,73 @@ pub async fn run(options: Options) -> Result<(), String> {
     } else {
         Err(format!("the delivery was answered with HTTP {status}"))
     }
+}
+
+/// The answers to the webhook deliveries sent to `url` so far, from the `skip`th on.
+fn answers(sim: &Simulator, url: &str, skip: usize) -> Vec<String> {
+    sim.deliveries_to(url)
+        .into_iter()
+        .skip(skip)
+        .map(|d| match d.result {
+            Ok((status, body)) => format!("HTTP {status} {body}"),
+            Err(failure) => failure,
+        })
+        .collect()
+}
+
+/// Step 2 of the loop: a person flips the first mapped flag column of the
+/// contact in Dynamics; the change goes to Didomi, and comes back as an echo.
+async fn person_edit(
+    sim: &Simulator,
+    config: &Config,
+    contact: &Contact,
+    didomi_to_dynamics: &str,
+    dynamics_to_didomi: &str,
+) -> Result<(), String> {
+    let Some((column, value)) = config
+        .mappings
+        .iter()
+        .filter(|m| m.direction.to_didomi())
+        .find_map(|m| match contact.columns.get(&m.column) {
+            Some(Value::Bool(b)) => Some((m.column.clone(), json!(!b))),
+            _ => None,
+        })
+    else {
+        return Ok(());
+    };
+    let reverse_before = sim.deliveries_to(dynamics_to_didomi).len();
+    let forward_before = sim.deliveries_to(didomi_to_dynamics).len();
+    let events_before = sim.didomi_events().len();
+    let writes_before = sim.writes().len();
+    println!();
+    println!(
+        "2. Dynamics -> Didomi: a person sets {column} = {value} on contact {}",
+        contact.id
+    );
+    sim.edit_contact_as_person(&contact.id, json!({ column: value }))?;
+    sim.settle().await;
+    for answer in answers(sim, dynamics_to_didomi, reverse_before) {
+        println!("   Dataverse webhook -> dynamics-to-didomi: {answer}");
+    }
+    let events = sim.didomi_events();
+    println!(
+        "   Didomi recorded {} consent event(s):",
+        events.len() - events_before
+    );
+    for event in &events[events_before..] {
+        println!(
+            "     consents {} delegate {}",
+            event["consents"], event["delegate"]["id"]
+        );
+    }
+    for answer in answers(sim, didomi_to_dynamics, forward_before) {
+        println!("   Didomi webhook back -> didomi-to-dynamics: {answer}");
+    }
+    println!(
+        "   Dataverse writes caused by the echo: {}",
+        sim.writes().len() - writes_before
+    );
+    Ok(())
 }
 
 async fn replay(url: &str, delivery: &str) -> Result<(u16, String), String> {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use consent_sync_cli::{report, webhook};
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +17,9 @@ struct Cli {
     /// named by CONFIG_SECRET_ID; `local` uses its embedded default instead.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print one JSON document instead of a summary (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,28 +40,96 @@ enum Command {
         #[arg(long)]
         serve: bool,
     },
+    /// The Dataverse webhook that sends contact changes to dynamics-to-didomi.
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+    /// Checks the configuration and what it points at.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Creates the service endpoint and the contact Create/Update steps, or
+    /// brings them in line with the configuration (url, key, columns).
+    Register {
+        /// The deployed dynamics-to-didomi URL (https), e.g. the stack's DynamicsWebhookUrl output.
+        #[arg(long)]
+        url: String,
+        /// Name of the service endpoint, to keep several deployments apart.
+        #[arg(long, default_value = consent_sync::dataverse::registration::DEFAULT_NAME)]
+        name: String,
+    },
+    /// Removes exactly what `register` made.
+    Unregister {
+        #[arg(long, default_value = consent_sync::dataverse::registration::DEFAULT_NAME)]
+        name: String,
+    },
+    /// Shows the registration, whether it matches the configuration, and
+    /// recent failed deliveries.
+    Status {
+        #[arg(long, default_value = consent_sync::dataverse::registration::DEFAULT_NAME)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validates the configuration, the mapped columns against the
+    /// environment's metadata, the Entra ID token, WhoAmI and a Didomi session.
+    Check,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     consent_sync::logging::init_stderr("warn");
-    let result = match cli.command {
+    let ok = match cli.command {
         Command::Local { event, port, serve } => {
-            consent_sync_cli::local::run(consent_sync_cli::local::Options {
+            let result = consent_sync_cli::local::run(consent_sync_cli::local::Options {
                 config: cli.config,
                 event,
                 port,
                 serve,
             })
-            .await
+            .await;
+            if let Err(reason) = &result {
+                eprintln!("consent-sync: {reason}");
+            }
+            result.is_ok()
+        }
+        Command::Webhook { command } => {
+            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
+                Err(reason) => Err(reason),
+                Ok(config) => match command {
+                    WebhookCommand::Register { url, name } => {
+                        webhook::register(&config, &name, &url).await
+                    }
+                    WebhookCommand::Unregister { name } => {
+                        webhook::unregister(&config, &name).await
+                    }
+                    WebhookCommand::Status { name } => webhook::status(&config, &name).await,
+                },
+            };
+            report::print(result, cli.json)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
+                Err(reason) => Err(reason),
+                Ok(config) => consent_sync_cli::check::run(&config).await,
+            };
+            report::print(result, cli.json)
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(reason) => {
-            eprintln!("consent-sync: {reason}");
-            ExitCode::FAILURE
-        }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -170,7 +170,10 @@ pub fn authenticate_key(request: &ApiGatewayV2httpRequest, key: &Secret) -> Resu
 fn same_secret(sent: &[u8], expected: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (a, b) = (Sha256::digest(sent), Sha256::digest(expected));
-    let difference = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let difference = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(difference) == 0
 }
 
@@ -188,15 +191,17 @@ mod tests {
         let key = Secret::new("0123456789abcdef-key");
         let mut request = event("POST", None, "1.1.1.1");
         assert_eq!(authenticate_key(&request, &key).unwrap_err().status, 401);
-        request
-            .headers
-            .insert(WEBHOOK_KEY_HEADER, HeaderValue::from_static("0123456789abcdef-kez"));
+        request.headers.insert(
+            WEBHOOK_KEY_HEADER,
+            HeaderValue::from_static("0123456789abcdef-kez"),
+        );
         let wrong = authenticate_key(&request, &key).unwrap_err();
         assert_eq!(wrong.status, 403);
         assert!(!wrong.message.contains("0123456789"));
-        request
-            .headers
-            .insert(WEBHOOK_KEY_HEADER, HeaderValue::from_static("0123456789abcdef-key"));
+        request.headers.insert(
+            WEBHOOK_KEY_HEADER,
+            HeaderValue::from_static("0123456789abcdef-key"),
+        );
         assert_eq!(authenticate_key(&request, &key), Ok(()));
         assert!(same_secret(b"a", b"a") && !same_secret(b"a", b"ab"));
     }

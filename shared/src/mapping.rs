@@ -588,8 +588,14 @@ mod tests {
             {"column": "donotemail", "channel": "email", "invert": true, "direction": "to_dynamics"}
         ]));
         let changed = |cols: &[&str]| cols.iter().map(|c| c.to_string()).collect();
-        let columns = columns_for_changes(&mappings, &changed(&["new_sports", "donotemail", "firstname"]));
-        assert_eq!(columns.into_iter().collect::<Vec<_>>(), ["new_news", "new_sports"]);
+        let columns = columns_for_changes(
+            &mappings,
+            &changed(&["new_sports", "donotemail", "firstname"]),
+        );
+        assert_eq!(
+            columns.into_iter().collect::<Vec<_>>(),
+            ["new_news", "new_sports"]
+        );
         let columns = columns_for_changes(&mappings, &changed(&["donotbulkemail"]));
         assert_eq!(columns.into_iter().collect::<Vec<_>>(), ["donotbulkemail"]);
     }

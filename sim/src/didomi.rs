@@ -93,7 +93,9 @@ fn jwt(lifetime: u64) -> String {
     format!(
         "{}.{}.{}",
         part(json!({"alg": "HS256", "typ": "JWT"})),
-        part(json!({"iat": issued, "exp": issued + lifetime, "sub": uuid::Uuid::new_v4().to_string()})),
+        part(
+            json!({"iat": issued, "exp": issued + lifetime, "sub": uuid::Uuid::new_v4().to_string()})
+        ),
         uuid::Uuid::new_v4().simple()
     )
 }
@@ -167,14 +169,20 @@ fn create_event(state: &mut SimState, body: &[u8]) -> Response {
         );
     };
     let Some(Value::Object(consents)) = event.get("consents").cloned() else {
-        return error(400, "BadRequest", "data should have required property 'consents'");
+        return error(
+            400,
+            "BadRequest",
+            "data should have required property 'consents'",
+        );
     };
     for kind in ["purposes", "channels"] {
         if let Some(list) = consents.get(kind) {
             let ok = list.as_array().is_some_and(|items| {
                 items.iter().all(|item| {
                     item.get("id").and_then(Value::as_str).is_some()
-                        && item.get("enabled").is_none_or(|e| e.is_boolean() || e.is_null())
+                        && item
+                            .get("enabled")
+                            .is_none_or(|e| e.is_boolean() || e.is_null())
                 })
             });
             if !ok {
@@ -200,9 +208,7 @@ fn create_event(state: &mut SimState, body: &[u8]) -> Response {
     event.insert("created_at".into(), json!(iso_now()));
     event.insert("updated_at".into(), event["created_at"].clone());
     event.insert("status".into(), json!("confirmed"));
-    event
-        .entry("regulation")
-        .or_insert_with(|| json!("gdpr"));
+    event.entry("regulation").or_insert_with(|| json!("gdpr"));
     event.insert("user".into(), user_entity);
     let event = Value::Object(event);
     state.didomi.events.push(event.clone());
@@ -327,10 +333,7 @@ mod tests {
             "purposes": [{"id": "newsletter", "values": {"topics": {"value": "sports"}}}],
             "channels": [{"id": "email", "enabled": false}, {"id": "sms", "enabled": true}]
         });
-        merge_consents(
-            status.as_object_mut().unwrap(),
-            event.as_object().unwrap(),
-        );
+        merge_consents(status.as_object_mut().unwrap(), event.as_object().unwrap());
         assert_eq!(
             status,
             json!({

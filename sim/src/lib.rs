@@ -96,12 +96,12 @@ pub struct Outgoing {
     pub step_id: Option<String>,
 }
 
-/// A webhook delivery that was sent, and its HTTP status or failure.
+/// A webhook delivery that was sent, and its answer (status and body) or failure.
 #[derive(Debug, Clone)]
 pub struct Delivered {
     pub url: String,
     pub body: Value,
-    pub result: Result<u16, String>,
+    pub result: Result<(u16, String), String>,
 }
 
 #[derive(Debug, Clone)]
@@ -312,7 +312,10 @@ impl Simulator {
     /// The next `times` Didomi API requests fail with `fault`.
     pub fn fail_didomi(&self, times: usize, fault: Fault) {
         let mut state = self.state();
-        state.didomi.faults.extend(std::iter::repeat_n(fault, times));
+        state
+            .didomi
+            .faults
+            .extend(std::iter::repeat_n(fault, times));
     }
 
     /// The Didomi API requests received so far.

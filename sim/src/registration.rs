@@ -41,7 +41,9 @@ fn row(value: Value) -> Map<String, Value> {
 /// webhook on accounts), which consent-sync must leave alone.
 pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     let filter = |id: &str, message: &str, entity: &str| {
-        row(json!({"sdkmessagefilterid": id, "_sdkmessageid_value": message, "primaryobjecttypecode": entity, "iscustomprocessingstepallowed": true}))
+        row(
+            json!({"sdkmessagefilterid": id, "_sdkmessageid_value": message, "primaryobjecttypecode": entity, "iscustomprocessingstepallowed": true}),
+        )
     };
     let mut tables = BTreeMap::new();
     tables.insert(
@@ -64,10 +66,26 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
             writable: &[],
             lookups: &[],
             rows: vec![
-                filter("c2c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_CREATE, "contact"),
-                filter("c3c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_UPDATE, "contact"),
-                filter("c4c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_DELETE, "contact"),
-                filter("a1c5bb1b-ea3e-db11-86a7-000a3a5473e8", MESSAGE_UPDATE, "account"),
+                filter(
+                    "c2c5bb1b-ea3e-db11-86a7-000a3a5473e8",
+                    MESSAGE_CREATE,
+                    "contact",
+                ),
+                filter(
+                    "c3c5bb1b-ea3e-db11-86a7-000a3a5473e8",
+                    MESSAGE_UPDATE,
+                    "contact",
+                ),
+                filter(
+                    "c4c5bb1b-ea3e-db11-86a7-000a3a5473e8",
+                    MESSAGE_DELETE,
+                    "contact",
+                ),
+                filter(
+                    "a1c5bb1b-ea3e-db11-86a7-000a3a5473e8",
+                    MESSAGE_UPDATE,
+                    "account",
+                ),
             ],
         },
     );
@@ -91,11 +109,30 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
         "sdkmessageprocessingsteps",
         Table {
             primary_key: "sdkmessageprocessingstepid",
-            writable: &["name", "description", "stage", "mode", "rank", "supporteddeployment", "asyncautodelete", "filteringattributes", "statecode", "statuscode"],
+            writable: &[
+                "name",
+                "description",
+                "stage",
+                "mode",
+                "rank",
+                "supporteddeployment",
+                "asyncautodelete",
+                "filteringattributes",
+                "statecode",
+                "statuscode",
+            ],
             lookups: &[
-                ("eventhandler_serviceendpoint", "_eventhandler_value", "serviceendpoints"),
+                (
+                    "eventhandler_serviceendpoint",
+                    "_eventhandler_value",
+                    "serviceendpoints",
+                ),
                 ("sdkmessageid", "_sdkmessageid_value", "sdkmessages"),
-                ("sdkmessagefilterid", "_sdkmessagefilterid_value", "sdkmessagefilters"),
+                (
+                    "sdkmessagefilterid",
+                    "_sdkmessagefilterid_value",
+                    "sdkmessagefilters",
+                ),
             ],
             rows: vec![row(json!({
                 "sdkmessageprocessingstepid": "5e2b1a00-0000-4000-8000-00000000a0d2",
@@ -112,7 +149,13 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
         "sdkmessageprocessingstepimages",
         Table {
             primary_key: "sdkmessageprocessingstepimageid",
-            writable: &["name", "entityalias", "imagetype", "messagepropertyname", "attributes"],
+            writable: &[
+                "name",
+                "entityalias",
+                "imagetype",
+                "messagepropertyname",
+                "attributes",
+            ],
             lookups: &[(
                 "sdkmessageprocessingstepid",
                 "_sdkmessageprocessingstepid_value",
@@ -152,7 +195,11 @@ fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
     let mut rest = filter.trim();
     loop {
         let (column, after) = rest.split_once(' ').ok_or_else(syntax)?;
-        let after = after.trim_start().strip_prefix("eq ").ok_or_else(syntax)?.trim_start();
+        let after = after
+            .trim_start()
+            .strip_prefix("eq ")
+            .ok_or_else(syntax)?
+            .trim_start();
         let (literal, after) = if let Some(quoted) = after.strip_prefix('\'') {
             let mut value = String::new();
             let mut chars = quoted.char_indices().peekable();
@@ -210,7 +257,10 @@ fn project(row: &Map<String, Value>, select: Option<&str>, primary_key: &str) ->
     match select {
         Some(select) => {
             for column in select.split(',').map(str::trim) {
-                out.insert(column.to_string(), row.get(column).cloned().unwrap_or(Value::Null));
+                out.insert(
+                    column.to_string(),
+                    row.get(column).cloned().unwrap_or(Value::Null),
+                );
             }
             out.insert(primary_key.to_string(), row[primary_key].clone());
         }
@@ -231,7 +281,20 @@ fn columns_exist(table: &Table, select: &str) -> Result<(), Response> {
             || table.writable.contains(&column)
             || table.lookups.iter().any(|(_, lookup, _)| *lookup == column)
             || table.rows.iter().any(|r| r.contains_key(column))
-            || matches!(column, "statecode" | "statuscode" | "createdon" | "modifiedon" | "completedon" | "message" | "friendlymessage" | "_owningextensionid_value" | "errorcode" | "primaryobjecttypecode" | "_sdkmessageid_value");
+            || matches!(
+                column,
+                "statecode"
+                    | "statuscode"
+                    | "createdon"
+                    | "modifiedon"
+                    | "completedon"
+                    | "message"
+                    | "friendlymessage"
+                    | "_owningextensionid_value"
+                    | "errorcode"
+                    | "primaryobjecttypecode"
+                    | "_sdkmessageid_value"
+            );
         if !known {
             return Err(odata_error(
                 400,
@@ -272,7 +335,11 @@ pub fn serve(
         (&Method::POST, None) => create(state, set, body),
         (&Method::PATCH, Some(id)) => update(state, set, &id, body),
         (&Method::DELETE, Some(id)) => delete(state, set, &id),
-        _ => odata_error(405, "0x80060888", "The method is not allowed on this resource."),
+        _ => odata_error(
+            405,
+            "0x80060888",
+            "The method is not allowed on this resource.",
+        ),
     })
 }
 
@@ -288,7 +355,10 @@ fn does_not_exist(set: &str, id: &str) -> Response {
     odata_error(
         404,
         "0x80040217",
-        &format!("{} With Id = {id} Does Not Exist", set.trim_end_matches('s')),
+        &format!(
+            "{} With Id = {id} Does Not Exist",
+            set.trim_end_matches('s')
+        ),
     )
 }
 
@@ -357,7 +427,9 @@ fn fields(state: &SimState, set: &str, body: &[u8]) -> Result<Map<String, Value>
                 .and_then(|r| r.strip_prefix('('))
                 .and_then(|r| r.strip_suffix(')'));
             let Some(id) = id else {
-                return Err(bad_request(&format!("Bad reference {reference:?} for {navigation}")));
+                return Err(bad_request(&format!(
+                    "Bad reference {reference:?} for {navigation}"
+                )));
             };
             if find(&state.tables[target], id).is_none() {
                 return Err(does_not_exist(target, id));
@@ -386,7 +458,9 @@ fn validate(set: &str, row: &Map<String, Value>) -> Result<(), Response> {
                 return Err(bad_request("A webhook needs an absolute url."));
             }
             if number("authtype") == Some(5) && !text("authvalue").starts_with("<settings>") {
-                return Err(bad_request("HttpHeader authentication needs an authvalue of <settings>."));
+                return Err(bad_request(
+                    "HttpHeader authentication needs an authvalue of <settings>.",
+                ));
             }
         }
         "sdkmessageprocessingsteps" => {
@@ -396,12 +470,18 @@ fn validate(set: &str, row: &Map<String, Value>) -> Result<(), Response> {
                 }
             }
             if number("mode") == Some(1) && number("stage") != Some(40) {
-                return Err(bad_request("Asynchronous steps are only supported in the post-operation stage."));
+                return Err(bad_request(
+                    "Asynchronous steps are only supported in the post-operation stage.",
+                ));
             }
         }
         "sdkmessageprocessingstepimages" => {
             if !matches!(number("imagetype"), Some(0..=2)) {
-                return Err(odata_error(400, "0x8004431a", "imagetype is outside the valid range."));
+                return Err(odata_error(
+                    400,
+                    "0x8004431a",
+                    "imagetype is outside the valid range.",
+                ));
             }
         }
         _ => {}
@@ -415,7 +495,11 @@ fn create(state: &mut SimState, set: &str, body: &[u8]) -> Response {
         Err(response) => return response,
     };
     if state.tables[set].writable.is_empty() {
-        return odata_error(405, "0x80040220", &format!("Rows of {set} cannot be created."));
+        return odata_error(
+            405,
+            "0x80040220",
+            &format!("Rows of {set} cannot be created."),
+        );
     }
     let primary_key = state.tables[set].primary_key;
     let id = uuid::Uuid::new_v4().to_string();
@@ -462,11 +546,17 @@ fn delete(state: &mut SimState, set: &str, id: &str) -> Response {
         state.tables[table]
             .rows
             .iter()
-            .filter(|r| r.get(column).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(id)))
+            .filter(|r| {
+                r.get(column)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| v.eq_ignore_ascii_case(id))
+            })
             .count()
     };
     match set {
-        "serviceendpoints" if references("sdkmessageprocessingsteps", "_eventhandler_value") > 0 => {
+        "serviceendpoints"
+            if references("sdkmessageprocessingsteps", "_eventhandler_value") > 0 =>
+        {
             return odata_error(
                 400,
                 "0x80040227",
@@ -480,10 +570,18 @@ fn delete(state: &mut SimState, set: &str, id: &str) -> Response {
                 .get_mut("sdkmessageprocessingstepimages")
                 .expect("known")
                 .rows
-                .retain(|r| r.get("_sdkmessageprocessingstepid_value").and_then(Value::as_str) != Some(id));
+                .retain(|r| {
+                    r.get("_sdkmessageprocessingstepid_value")
+                        .and_then(Value::as_str)
+                        != Some(id)
+                });
         }
         "sdkmessages" | "sdkmessagefilters" | "asyncoperations" => {
-            return odata_error(403, "0x80040220", &format!("Rows of {set} cannot be deleted."))
+            return odata_error(
+                403,
+                "0x80040220",
+                &format!("Rows of {set} cannot be deleted."),
+            )
         }
         _ => {}
     }

@@ -102,7 +102,9 @@ pub fn contact_written(
         .iter()
         .filter(|s| {
             text(s, "_sdkmessageid_value") == message_id
-                && filters.iter().any(|f| f == text(s, "_sdkmessagefilterid_value"))
+                && filters
+                    .iter()
+                    .any(|f| f == text(s, "_sdkmessagefilterid_value"))
                 && s.get("statecode").and_then(Value::as_i64) == Some(0)
         })
         .cloned()
@@ -136,7 +138,11 @@ pub fn contact_written(
                 let columns: Map<String, Value> = text(image, "attributes")
                     .split(',')
                     .map(str::trim)
-                    .filter_map(|c| row.get(c).filter(|v| !v.is_null()).map(|v| (c.to_string(), v.clone())))
+                    .filter_map(|c| {
+                        row.get(c)
+                            .filter(|v| !v.is_null())
+                            .map(|v| (c.to_string(), v.clone()))
+                    })
                     .collect();
                 json!({"key": text(image, "entityalias"), "value": entity(state, id, &columns)})
             })
@@ -231,6 +237,7 @@ pub fn send_outgoing(state: &Arc<Mutex<SimState>>) {
                 result: result.clone(),
             });
             if let (Err(message), Some(step_id)) = (result, delivery.step_id) {
+                tracing::debug!(%message, "webhook delivery failed");
                 let now = crate::didomi::iso_seconds();
                 state
                     .tables
@@ -260,7 +267,7 @@ pub fn send_outgoing(state: &Arc<Mutex<SimState>>) {
 }
 
 /// One delivery; 502/503/504 get one more attempt, as Dataverse gives them.
-async fn deliver(delivery: &Outgoing) -> Result<u16, String> {
+async fn deliver(delivery: &Outgoing) -> Result<(u16, String), String> {
     if !is_loopback(&delivery.url) {
         return Err(format!(
             "The simulator only delivers to loopback addresses, not {}",
@@ -280,11 +287,10 @@ async fn deliver(delivery: &Outgoing) -> Result<u16, String> {
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => {
-                return Ok(response.status().as_u16())
+                let status = response.status().as_u16();
+                return Ok((status, response.text().await.unwrap_or_default()));
             }
-            Ok(response)
-                if attempts == 1 && matches!(response.status().as_u16(), 502..=504) =>
-            {
+            Ok(response) if attempts == 1 && matches!(response.status().as_u16(), 502..=504) => {
                 continue
             }
             Ok(response) => {

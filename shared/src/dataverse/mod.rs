@@ -99,7 +99,6 @@ struct Rows {
     value: Vec<Map<String, Value>>,
 }
 
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct WhoAmI {
@@ -255,7 +254,8 @@ impl Dataverse<'_> {
         &self,
         fields: &Map<String, Value>,
     ) -> Result<String, DataverseError> {
-        self.create("contacts", &Value::Object(fields.clone())).await
+        self.create("contacts", &Value::Object(fields.clone()))
+            .await
     }
 
     /// One contact by id with the given columns; `None` when it no longer exists.
@@ -387,9 +387,7 @@ pub fn guid(id: &str) -> Result<&str, DataverseError> {
     if ok {
         Ok(id)
     } else {
-        Err(DataverseError::BadAnswer(
-            "a row id is not a GUID".into(),
-        ))
+        Err(DataverseError::BadAnswer("a row id is not a GUID".into()))
     }
 }
 

@@ -143,8 +143,7 @@ fn number(row: &Map<String, Value>, column: &str) -> Option<i64> {
 }
 
 fn id(row: &Map<String, Value>, column: &str) -> Result<String, DataverseError> {
-    text(row, column)
-        .ok_or_else(|| DataverseError::BadAnswer(format!("a row has no {column}")))
+    text(row, column).ok_or_else(|| DataverseError::BadAnswer(format!("a row has no {column}")))
 }
 
 fn same_attributes(actual: Option<&str>, desired: &Desired) -> bool {
@@ -175,7 +174,8 @@ fn auth_value(key: &str) -> String {
 pub fn check_url(url: &str) -> Result<String, RegistrationError> {
     let checked = crate::config::base_url("--url", url)
         .map_err(|e| RegistrationError::Refused(e.to_string()))?;
-    let parsed = url::Url::parse(&checked).map_err(|e| RegistrationError::Refused(e.to_string()))?;
+    let parsed =
+        url::Url::parse(&checked).map_err(|e| RegistrationError::Refused(e.to_string()))?;
     let loopback = checked.starts_with("http://");
     if !loopback && parsed.port().is_some_and(|p| p != 443) {
         return Err(RegistrationError::Refused(
@@ -224,9 +224,9 @@ impl Dataverse<'_> {
                 encode_query_value(&format!("name eq {}", odata_string(name)))
             ))
             .await?;
-        let (ours, theirs): (Vec<_>, Vec<_>) = endpoints.into_iter().partition(|row| {
-            text(row, "description").is_some_and(|d| d.starts_with(MARKER))
-        });
+        let (ours, theirs): (Vec<_>, Vec<_>) = endpoints
+            .into_iter()
+            .partition(|row| text(row, "description").is_some_and(|d| d.starts_with(MARKER)));
         let Some(endpoint) = ours.into_iter().next() else {
             if !theirs.is_empty() {
                 return Err(RegistrationError::Refused(format!(
@@ -590,7 +590,9 @@ pub fn mismatches(registration: &Registration, desired: &Desired) -> Vec<String>
     let Some(endpoint) = &registration.endpoint else {
         return vec!["not registered: run `consent-sync webhook register --url …`".into()];
     };
-    if endpoint.contract != Some(8) || endpoint.authtype != Some(5) || endpoint.messageformat != Some(2)
+    if endpoint.contract != Some(8)
+        || endpoint.authtype != Some(5)
+        || endpoint.messageformat != Some(2)
     {
         found.push("the service endpoint is not a JSON webhook with header authentication".into());
     }

@@ -113,7 +113,12 @@ pub fn parse_row_change(body: &[u8]) -> Result<RowChange, ContextError> {
         Some(kv) => Some(attributes(kv.value, "`InputParameters` Target")?),
         None => None,
     };
-    let post_image = match raw.post_entity_images.unwrap_or_default().into_iter().next() {
+    let post_image = match raw
+        .post_entity_images
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+    {
         Some(kv) => Some(attributes(kv.value, "`PostEntityImages`")?),
         None => None,
     };
@@ -248,19 +253,29 @@ mod tests {
     #[test]
     fn typed_values_take_the_web_api_shape() {
         assert_eq!(
-            attribute_value(json!({"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 2})),
+            attribute_value(
+                json!({"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 2})
+            ),
             json!(2)
         );
         assert_eq!(
-            attribute_value(json!({"__type": "Money:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 123.45})),
+            attribute_value(
+                json!({"__type": "Money:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 123.45})
+            ),
             json!(123.45)
         );
-        assert_eq!(attribute_value(json!("/Date(0)/")), json!("1970-01-01T00:00:00Z"));
+        assert_eq!(
+            attribute_value(json!("/Date(0)/")),
+            json!("1970-01-01T00:00:00Z")
+        );
         assert_eq!(
             attribute_value(json!("/Date(1506409448000-0700)/")),
             json!("2017-09-26T07:04:08Z")
         );
-        assert_eq!(attribute_value(json!("/Date(soon)/")), json!("/Date(soon)/"));
+        assert_eq!(
+            attribute_value(json!("/Date(soon)/")),
+            json!("/Date(soon)/")
+        );
         let unknown = json!({"__type": "OptionSetValueCollection:x", "Values": [1]});
         assert_eq!(attribute_value(unknown.clone()), unknown);
         assert_eq!(iso_utc(951_782_400), "2000-02-29T00:00:00Z");
@@ -276,7 +291,10 @@ mod tests {
             "`PrimaryEntityId` is missing"
         );
         let typed = error(r#"{"MessageName": ["jane@example.com"]}"#);
-        assert!(typed.contains("not a Dataverse RemoteExecutionContext"), "{typed}");
+        assert!(
+            typed.contains("not a Dataverse RemoteExecutionContext"),
+            "{typed}"
+        );
         assert!(!typed.contains("jane"));
         let target = error(
             r#"{"MessageName": "Update", "PrimaryEntityName": "contact", "PrimaryEntityId": "x",

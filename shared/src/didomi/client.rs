@@ -155,7 +155,10 @@ pub fn jwt_lifetime(token: &str) -> Option<Duration> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let exp = serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_u64()?;
+    let exp = serde_json::from_slice::<Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(Duration::from_secs(exp.saturating_sub(now)))
 }
@@ -178,10 +181,7 @@ impl Didomi<'_> {
             self.config.didomi.api_key.expose(),
             self.config.didomi.api_secret.expose(),
         ]);
-        self.client
-            .sessions
-            .get(key, || self.new_session())
-            .await
+        self.client.sessions.get(key, || self.new_session()).await
     }
 
     async fn new_session(&self) -> Result<AccessToken, DidomiError> {
@@ -354,8 +354,8 @@ mod tests {
             "channels": [{"id": "email", "enabled": false}]
         }))
         .unwrap();
-        let event = serde_json::to_value(ConsentEvent::new("jane@example.com", &consents, "gdpr"))
-            .unwrap();
+        let event =
+            serde_json::to_value(ConsentEvent::new("jane@example.com", &consents, "gdpr")).unwrap();
         assert_eq!(
             event,
             json!({

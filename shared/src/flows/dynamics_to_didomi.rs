@@ -15,7 +15,9 @@ use crate::dataverse::webhook::{parse_row_change, RowChange, SIZE_EXCEEDED_HEADE
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::{DidomiClient, DidomiError};
 use crate::flows::didomi_to_dynamics::rejected;
-use crate::gateway::{authenticate_key, body_bytes, header, json_response, require_post, Rejection};
+use crate::gateway::{
+    authenticate_key, body_bytes, header, json_response, require_post, Rejection,
+};
 use crate::logging::{pseudonym, redact};
 use crate::mapping::{columns_for_changes, consents_from_columns};
 use crate::retry::Deadline;
@@ -149,9 +151,10 @@ impl DynamicsToDidomi {
                 let user = user.as_deref().map(pseudonym);
                 let (reason, purposes) = match &outcome {
                     Outcome::Skipped { reason } => (Some(reason.as_str()), None),
-                    Outcome::Sent { purposes, channels } => {
-                        (None, Some(json!({"purposes": purposes, "channels": channels}).to_string()))
-                    }
+                    Outcome::Sent { purposes, channels } => (
+                        None,
+                        Some(json!({"purposes": purposes, "channels": channels}).to_string()),
+                    ),
                 };
                 tracing::info!(
                     message_name = %change.message,
@@ -197,11 +200,7 @@ impl DynamicsToDidomi {
                 return Ok(id.clone());
             }
         }
-        let id = self
-            .dataverse
-            .session(config, deadline)
-            .who_am_i()
-            .await?;
+        let id = self.dataverse.session(config, deadline).who_am_i().await?;
         *slot = Some((key, id.clone()));
         Ok(id)
     }
@@ -224,7 +223,10 @@ impl Context<'_> {
     ) -> Result<(Outcome, Option<String>), Failure> {
         let skipped = |reason: String| Ok((Outcome::skipped(reason), None));
         if change.entity != "contact" {
-            return skipped(format!("changes of table {:?} are not synced", change.entity));
+            return skipped(format!(
+                "changes of table {:?} are not synced",
+                change.entity
+            ));
         }
         if !matches!(change.message.as_str(), "Create" | "Update") {
             return skipped(format!(
@@ -248,8 +250,7 @@ impl Context<'_> {
         }
 
         let config = self.config;
-        let to_didomi: BTreeSet<String> =
-            config.columns_to_didomi().map(str::to_string).collect();
+        let to_didomi: BTreeSet<String> = config.columns_to_didomi().map(str::to_string).collect();
         let target = change.target.as_ref().filter(|_| !size_exceeded);
         // Which columns the change is about: the mapped ones in Target for an
         // Update; every mapped one for a Create, or when Dataverse dropped Target.
