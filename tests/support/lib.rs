@@ -11,7 +11,7 @@ use std::time::Duration;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use consent_sync::{ConfigSource, Deadline, DidomiToDynamics};
+use consent_sync::{ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};
 use serde_json::Value;
 
@@ -107,6 +107,73 @@ impl Fixture {
 
     pub fn contact(&self, id: &str) -> serde_json::Map<String, Value> {
         self.sim.contact_by_id(id).expect("contact exists")
+    }
+}
+
+/// The key `events/local-config.json` configures for Dataverse's webhook.
+pub const WEBHOOK_KEY: &str = "local-dynamics-webhook-key-0123456789";
+
+/// What Dataverse posts to the webhook: the context JSON with the
+/// registered key header (if any) and `extra` headers.
+pub fn dataverse_post(
+    body: &str,
+    key: Option<&str>,
+    extra: &[(&'static str, &'static str)],
+) -> ApiGatewayV2httpRequest {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-ms-dynamics-organization",
+        HeaderValue::from_static("sim"),
+    );
+    headers.insert(
+        "x-ms-dynamics-entity-name",
+        HeaderValue::from_static("contact"),
+    );
+    if let Some(key) = key {
+        headers.insert("x-consent-sync-key", HeaderValue::from_str(key).unwrap());
+    }
+    for (name, value) in extra {
+        headers.insert(*name, HeaderValue::from_static(value));
+    }
+    let event = consent_sync_sim::gateway::event(
+        &Method::POST,
+        &Uri::from_static("/"),
+        &headers,
+        body.as_bytes(),
+        "20.50.0.1",
+        None,
+    );
+    serde_json::from_value(event).unwrap()
+}
+
+/// The `dynamics-to-didomi` handler, configured for a simulator.
+pub struct ReverseFixture {
+    pub sim: Simulator,
+    pub function: DynamicsToDidomi,
+}
+
+impl ReverseFixture {
+    pub async fn new(adjust: impl FnOnce(&mut Value)) -> ReverseFixture {
+        let sim = Simulator::start(Identity::default(), sample_contacts())
+            .await
+            .unwrap();
+        let mut config = sim.config();
+        adjust(&mut config);
+        let function = DynamicsToDidomi::new(
+            ConfigSource::Inline(config.to_string()),
+            Duration::from_secs(300),
+        );
+        ReverseFixture { sim, function }
+    }
+
+    pub async fn deliver(&self, request: &ApiGatewayV2httpRequest) -> (i64, Value) {
+        let response = self
+            .function
+            .handle(request, Deadline::after(Duration::from_secs(10)))
+            .await
+            .expect("configuration loads");
+        answer(&response)
     }
 }
 
