@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use consent_sync_tests::{binary, sample};
+use consent_sync_tests::{binary, sample, JANE};
+use serde_json::json;
 
 fn consent_sync(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary("consent-sync"))
@@ -36,6 +37,19 @@ fn local_replays_the_sample_delivery_and_shows_what_changed() {
         !stdout.contains("donotemail "),
         "an unchanged column is not listed:\n{stdout}"
     );
+    // The whole loop: our own write is not echoed; a person's edit becomes
+    // one Didomi event, whose delivery back is not applied again.
+    for expected in [
+        "The webhook this write fired -> dynamics-to-didomi: HTTP 200 {\"outcome\":\"skipped\",\"reason\":\"written by consent-sync's own application user; not synced back\"}",
+        "2. Dynamics -> Didomi: a person sets donotbulkemail = false",
+        "Dataverse webhook -> dynamics-to-didomi: HTTP 200 {\"channels\":[],\"outcome\":\"sent\",\"purposes\":[\"marketing\"]}",
+        "Didomi recorded 1 consent event(s):",
+        "delegate \"consent-sync\"",
+        "Didomi webhook back -> didomi-to-dynamics: HTTP 200 {\"outcome\":\"skipped\",\"reason\":\"written by consent-sync from Dynamics; not synced back\"}",
+        "Dataverse writes caused by the echo: 0",
+    ] {
+        assert!(stdout.contains(expected), "{expected}\n{stdout}");
+    }
 }
 
 #[test]
@@ -71,4 +85,283 @@ fn local_with_an_invalid_configuration_fails_with_one_line_naming_the_field() {
     let _ = std::fs::remove_dir_all(dir);
     // The sample events stay valid deliveries.
     assert!(sample("didomi-event-created.json").contains("event.created"));
+}
+
+/// A configuration file pointing at `sim`, changed by `adjust`.
+fn config_file(
+    sim: &consent_sync_sim::Simulator,
+    adjust: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let mut config = sim.config();
+    adjust(&mut config);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let path = std::env::temp_dir().join(format!(
+        "consent-sync-cli-{}-{nanos}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+fn with_config(path: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", path.to_str().unwrap()]);
+    consent_sync(&all)
+}
+
+const TABLES: [&str; 5] = [
+    "serviceendpoints",
+    "sdkmessageprocessingsteps",
+    "sdkmessageprocessingstepimages",
+    "sdkmessages",
+    "sdkmessagefilters",
+];
+
+fn snapshot(
+    sim: &consent_sync_sim::Simulator,
+) -> Vec<Vec<serde_json::Map<String, serde_json::Value>>> {
+    TABLES.iter().map(|t| sim.rows(t)).collect()
+}
+
+async fn simulator() -> consent_sync_sim::Simulator {
+    consent_sync_sim::Simulator::start(
+        consent_sync_sim::Identity::default(),
+        consent_sync_sim::sample_contacts(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_register_converges_and_unregister_leaves_the_environment_as_it_was() {
+    let sim = simulator().await;
+    let config = config_file(&sim, |_| {});
+    let before = snapshot(&sim);
+    let url = "http://127.0.0.1:9/dynamics";
+
+    let (code, stdout, stderr) = with_config(&config, &["webhook", "register", "--url", url]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("registered"), "{stdout}");
+    let endpoints = sim.rows("serviceendpoints");
+    let ours: Vec<_> = endpoints
+        .iter()
+        .filter(|e| e["name"] == "consent-sync")
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0]["url"], url);
+    assert_eq!(
+        (
+            ours[0]["contract"].clone(),
+            ours[0]["authtype"].clone(),
+            ours[0]["messageformat"].clone()
+        ),
+        (json!(8), json!(5), json!(2))
+    );
+    assert_eq!(
+        ours[0]["authvalue"],
+        "<settings><setting name=\"x-consent-sync-key\" value=\"local-dynamics-webhook-key-0123456789\"/></settings>"
+    );
+    let endpoint_id = ours[0]["serviceendpointid"].as_str().unwrap().to_string();
+    let steps: Vec<_> = sim
+        .rows("sdkmessageprocessingsteps")
+        .into_iter()
+        .filter(|s| s["_eventhandler_value"] == endpoint_id.as_str())
+        .collect();
+    assert_eq!(steps.len(), 2);
+    for step in &steps {
+        assert_eq!(
+            (step["stage"].clone(), step["mode"].clone()),
+            (json!(40), json!(1))
+        );
+        assert_eq!(
+            step["filteringattributes"],
+            "donotbulkemail,donotemail,donotphone,emailaddress1,new_profiling,new_sports,new_topics"
+        );
+    }
+    assert_eq!(sim.rows("sdkmessageprocessingstepimages").len(), 1 + 2);
+
+    // Again, as JSON: the same rows, updated in place.
+    let (code, stdout, _) = with_config(
+        &config,
+        &[
+            "webhook",
+            "register",
+            "--url",
+            "http://127.0.0.1:10/dynamics",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let actions: Vec<&str> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "updated",
+            "unchanged",
+            "unchanged",
+            "unchanged",
+            "unchanged"
+        ]
+    );
+    assert_eq!(sim.rows("serviceendpoints").len(), 2);
+    assert_eq!(sim.rows("sdkmessageprocessingsteps").len(), 1 + 2);
+    assert_eq!(sim.rows("sdkmessageprocessingstepimages").len(), 1 + 2);
+    assert!(sim
+        .rows("serviceendpoints")
+        .iter()
+        .any(|e| e["url"] == "http://127.0.0.1:10/dynamics"));
+
+    let (code, stdout, stderr) = with_config(&config, &["webhook", "status"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Matches the configuration."), "{stdout}");
+    assert!(stdout.contains("No failed deliveries."), "{stdout}");
+
+    // A mapping added later: status says so, register brings the steps in line.
+    let changed = config_file(&sim, |c| {
+        c["mappings"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"column": "donotfax", "channel": "fax", "invert": true}));
+    });
+    let (code, stdout, stderr) = with_config(&changed, &["webhook", "status"]);
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stdout.contains("donotfax"), "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("consent-sync: the webhook does not match the configuration"),
+        "{stderr}"
+    );
+    let (code, _, _) = with_config(&changed, &["webhook", "register", "--url", url]);
+    assert_eq!(code, 0);
+    assert_eq!(with_config(&changed, &["webhook", "status"]).0, 0);
+
+    let (code, stdout, stderr) = with_config(&config, &["webhook", "unregister"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("removed"), "{stdout}");
+    assert_eq!(
+        snapshot(&sim),
+        before,
+        "the environment is as it was, other rows untouched"
+    );
+
+    let (code, stdout, _) = with_config(&config, &["webhook", "unregister"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("nothing to remove"), "{stdout}");
+    let _ = std::fs::remove_file(config);
+    let _ = std::fs::remove_file(changed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_register_leaves_an_endpoint_it_did_not_create_alone() {
+    let sim = simulator().await;
+    let config = config_file(&sim, |_| {});
+    let before = snapshot(&sim);
+
+    let (code, _, stderr) = with_config(
+        &config,
+        &[
+            "webhook",
+            "register",
+            "--url",
+            "http://127.0.0.1:9/",
+            "--name",
+            "Contoso audit",
+        ],
+    );
+
+    assert_ne!(code, 0);
+    assert!(stderr.contains("consent-sync did not create"), "{stderr}");
+    assert_eq!(snapshot(&sim), before);
+    let (code, _, stderr) = with_config(
+        &config,
+        &["webhook", "register", "--url", "http://example.com/"],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("must use https"), "{stderr}");
+    let _ = std::fs::remove_file(config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_status_shows_failed_deliveries_with_their_message() {
+    let sim = simulator().await;
+    let config = config_file(&sim, |_| {});
+    // Nothing listens on port 9 of the loopback: every delivery fails.
+    assert_eq!(
+        with_config(
+            &config,
+            &["webhook", "register", "--url", "http://127.0.0.1:9/"]
+        )
+        .0,
+        0
+    );
+    sim.edit_contact_as_person(JANE, json!({"donotbulkemail": true}))
+        .unwrap();
+    sim.settle().await;
+    assert_eq!(sim.rows("asyncoperations").len(), 1);
+
+    let (code, stdout, _) = with_config(&config, &["webhook", "status"]);
+
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("Recent failed deliveries (1)"), "{stdout}");
+    assert!(stdout.contains("contact Update"), "{stdout}");
+    assert!(stdout.contains("The webhook call failed"), "{stdout}");
+    let _ = std::fs::remove_file(config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_tries_everything_and_names_a_missing_column() {
+    let sim = simulator().await;
+    let good = config_file(&sim, |_| {});
+    let (code, stdout, stderr) = with_config(&good, &["config", "check"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for line in ["ok   dataverse", "ok   columns", "ok   didomi"] {
+        assert!(stdout.contains(line), "{line}: {stdout}");
+    }
+
+    let bad = config_file(&sim, |c| {
+        c["mappings"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"column": "new_missing", "purpose": "surveys"}));
+        c["mappings"][3]["preference"] = json!("topics");
+        c["mappings"][0]["choice"] = json!({"true": 1, "false": 2});
+        c["didomi"]["api_secret"] = json!("wrong-secret");
+    });
+    let (code, stdout, stderr) = with_config(&bad, &["config", "check", "--json"]);
+    assert_ne!(code, 0, "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("column `new_missing` does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("column `donotbulkemail` is of type Boolean"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused the API key"), "{stderr}");
+    assert!(!stderr.contains("wrong-secret"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let _ = std::fs::remove_file(good);
+    let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn commands_without_a_configuration_say_how_to_give_one() {
+    let (code, _, stderr) = consent_sync(&["config", "check"]);
+    assert_ne!(code, 0);
+    assert_eq!(
+        stderr.trim(),
+        "consent-sync: no configuration: pass --config FILE or set CONFIG_SECRET_ID to the secret's name or ARN"
+    );
 }

@@ -292,6 +292,8 @@ fn columns_exist(table: &Table, select: &str) -> Result<(), Response> {
                     | "friendlymessage"
                     | "_owningextensionid_value"
                     | "errorcode"
+                    | "name"
+                    | "operationtype"
                     | "primaryobjecttypecode"
                     | "_sdkmessageid_value"
             );
