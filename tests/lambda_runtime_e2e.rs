@@ -1,11 +1,11 @@
-//! End to end: the compiled `didomi-to-dynamics` binary, started as Lambda
-//! starts it, polling a Lambda Runtime API, reading its secret from moto's
-//! Secrets Manager and writing to the Dataverse simulator.
+//! End to end: the compiled function binaries, started as Lambda starts
+//! them, each polling its Lambda Runtime API, reading the secret from moto's
+//! Secrets Manager and talking to the Dataverse and Didomi simulators.
 
 use std::time::Duration;
 
 use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
-use consent_sync_tests::lambda::{Deployment, FunctionProcess};
+use consent_sync_tests::lambda::{BothFunctions, Deployment, FunctionProcess};
 use consent_sync_tests::moto::Moto;
 use consent_sync_tests::{sample, JANE};
 use serde_json::{json, Value};
@@ -163,4 +163,103 @@ async fn config_cache_seconds_sets_how_often_the_secret_is_read() {
         "an unchanged secret keeps its token"
     );
     deployment.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_binaries_carry_each_change_once_and_never_echo() {
+    let both = BothFunctions::start().await;
+
+    // A person opts Jane out of marketing in Dynamics.
+    both.sim
+        .edit_contact_as_person(JANE, json!({"donotbulkemail": true}))
+        .unwrap();
+    both.sim.settle().await;
+
+    let events = both.sim.didomi_events();
+    assert_eq!(
+        events.len(),
+        1,
+        "exactly one Didomi consent event: {events:?}"
+    );
+    assert_eq!(
+        events[0]["user"]["organization_user_id"],
+        "jane.doe@example.com"
+    );
+    assert_eq!(
+        events[0]["consents"]["purposes"],
+        json!([{"id": "marketing", "enabled": false}])
+    );
+    assert_eq!(events[0]["delegate"]["id"], "consent-sync");
+    assert_eq!(
+        both.answers(&both.reverse_url),
+        vec![(
+            200,
+            json!({"outcome": "sent", "purposes": ["marketing"], "channels": []})
+        )]
+    );
+    // Didomi's webhook brings the event back; it is recognised and dropped.
+    assert_eq!(
+        both.answers(&both.forward_url),
+        vec![(
+            200,
+            json!({"outcome": "skipped", "reason": "written by consent-sync from Dynamics; not synced back"})
+        )]
+    );
+    assert_eq!(both.sim.writes(), vec![], "no Dataverse write");
+
+    // A Didomi change: the contact is updated, and the webhook that write
+    // fires is recognised as consent-sync's own.
+    let delivery = sample("didomi-event-created.json").replace(
+        "\"id\": \"marketing\", \"enabled\": false",
+        "\"id\": \"marketing\", \"enabled\": true",
+    );
+    assert!(delivery.contains("\"enabled\": true"));
+    let response = reqwest::Client::new()
+        .post(&both.forward_url)
+        .header("content-type", "application/json")
+        .body(delivery)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["outcome"], "updated", "{body}");
+    both.sim.settle().await;
+
+    assert_eq!(
+        both.sim.contact_by_id(JANE).unwrap()["donotbulkemail"],
+        json!(false)
+    );
+    assert_eq!(both.sim.writes().len(), 1, "one PATCH");
+    let reverse = both.answers(&both.reverse_url);
+    assert_eq!(reverse.len(), 2);
+    assert_eq!(reverse[1].1["outcome"], "skipped");
+    assert_eq!(
+        reverse[1].1["reason"],
+        "written by consent-sync's own application user; not synced back"
+    );
+    assert_eq!(both.sim.didomi_events().len(), 1, "no new Didomi event");
+
+    let (forward_logs, reverse_logs) = both.stop();
+    let handled = reverse_logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "change handled")
+        .count();
+    assert_eq!(handled, 2, "{reverse_logs}");
+    for logs in [&forward_logs, &reverse_logs] {
+        for forbidden in [
+            "jane.doe@example.com",
+            "local-client-secret",
+            "local-api-secret",
+            "local-dynamics-webhook-key",
+            "Bearer",
+            "eyJ",
+        ] {
+            assert!(
+                !logs.contains(forbidden),
+                "the logs contain {forbidden:?}:\n{logs}"
+            );
+        }
+    }
 }

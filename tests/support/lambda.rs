@@ -1,43 +1,50 @@
 //! A function binary run as Lambda runs it: its environment, its Runtime API.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
-use consent_sync_sim::runtime_api::RuntimeApi;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use consent_sync_sim::gateway::{Gateway, Handler};
+use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
 
 use crate::binary;
 use crate::moto::REGION;
 
-/// The `didomi-to-dynamics` process, its stdout (the JSON log lines) kept in a file.
+pub const DIDOMI_TO_DYNAMICS: &str = "didomi-to-dynamics";
+pub const DYNAMICS_TO_DIDOMI: &str = "dynamics-to-didomi";
+
+/// A function process, its stdout (the JSON log lines) kept in a file.
 pub struct FunctionProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl FunctionProcess {
-    /// Starts the binary with Lambda's variables, local AWS credentials and `env`.
+    /// Starts `didomi-to-dynamics` with Lambda's variables, local AWS credentials and `env`.
     pub fn start(runtime: &RuntimeApi, env: &[(&str, &str)]) -> FunctionProcess {
+        Self::start_binary(DIDOMI_TO_DYNAMICS, runtime, env)
+    }
+
+    /// Starts the function binary `name` as Lambda would.
+    pub fn start_binary(name: &str, runtime: &RuntimeApi, env: &[(&str, &str)]) -> FunctionProcess {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let log = std::env::temp_dir().join(format!(
-            "didomi-to-dynamics-{}-{nanos}.log",
-            std::process::id()
-        ));
-        let mut command = Command::new(binary("didomi-to-dynamics"));
+        let log = std::env::temp_dir().join(format!("{name}-{}-{nanos}.log", std::process::id()));
+        let mut command = Command::new(binary(name));
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_LAMBDA_RUNTIME_API", &runtime.address)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "didomi-to-dynamics")
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                "/aws/lambda/didomi-to-dynamics",
-            )
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
             .env("AWS_REGION", REGION)
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -83,14 +90,19 @@ impl FunctionProcess {
 pub struct Deployment {
     pub sim: consent_sync_sim::Simulator,
     pub proxy: crate::moto::CountingProxy,
-    pub runtime: RuntimeApi,
+    pub runtime: Arc<RuntimeApi>,
     pub function: FunctionProcess,
     _moto: crate::moto::Moto,
 }
 
 impl Deployment {
-    /// Starts everything; `env` adds to the function's environment.
+    /// Starts everything with `didomi-to-dynamics`; `env` adds to the function's environment.
     pub async fn start(env: &[(&str, &str)]) -> Deployment {
+        Self::start_function(DIDOMI_TO_DYNAMICS, env).await
+    }
+
+    /// Starts everything with the function binary `name`.
+    pub async fn start_function(name: &str, env: &[(&str, &str)]) -> Deployment {
         let sim = consent_sync_sim::Simulator::start(
             consent_sync_sim::Identity::default(),
             consent_sync_sim::sample_contacts(),
@@ -101,13 +113,13 @@ impl Deployment {
         let proxy = crate::moto::CountingProxy::start(&moto.url).await;
         moto.create_secret("consent-sync/config", &sim.config().to_string())
             .await;
-        let runtime = RuntimeApi::start().await.unwrap();
+        let runtime = Arc::new(RuntimeApi::start().await.unwrap());
         let mut function_env = vec![
             ("CONFIG_SECRET_ID", "consent-sync/config"),
             ("AWS_ENDPOINT_URL", proxy.url.as_str()),
         ];
         function_env.extend_from_slice(env);
-        let function = FunctionProcess::start(&runtime, &function_env);
+        let function = FunctionProcess::start_binary(name, &runtime, &function_env);
         Deployment {
             sim,
             proxy,
@@ -124,8 +136,16 @@ impl Deployment {
         method: &str,
         body: &str,
     ) -> (std::time::Duration, i64, serde_json::Value) {
-        let event =
-            serde_json::to_value(crate::http_event(method, body, "203.0.113.10", None)).unwrap();
+        self.invoke(crate::http_event(method, body, "203.0.113.10", None))
+            .await
+    }
+
+    /// Invokes the function with a v2.0 event.
+    pub async fn invoke(
+        &self,
+        request: ApiGatewayV2httpRequest,
+    ) -> (std::time::Duration, i64, serde_json::Value) {
+        let event = serde_json::to_value(request).unwrap();
         let started = std::time::Instant::now();
         let invocation = self
             .runtime
@@ -147,5 +167,115 @@ impl Deployment {
     /// Stops everything and returns what the function logged.
     pub fn stop(self) -> String {
         self.function.stop()
+    }
+}
+
+/// API Gateway in front of a function process: each HTTP request becomes an
+/// invocation through the function's Runtime API.
+pub fn runtime_handler(runtime: Arc<RuntimeApi>) -> Handler {
+    Arc::new(move |request: ApiGatewayV2httpRequest| {
+        let runtime = runtime.clone();
+        Box::pin(async move {
+            let event = serde_json::to_value(request).map_err(|e| e.to_string())?;
+            match runtime.invoke(event, Duration::from_secs(20)).await {
+                Some(Invocation::Response(response)) => {
+                    serde_json::from_value::<ApiGatewayV2httpResponse>(response)
+                        .map_err(|e| e.to_string())
+                }
+                other => Err(format!("the function did not answer: {other:?}")),
+            }
+        })
+    })
+}
+
+/// Both functions as deployed: one secret, two processes each behind its
+/// own Runtime API and HTTP endpoint; the Dataverse webhook registered on
+/// the simulator with `consent-sync webhook register`'s code, and the Didomi
+/// webhook pointed at `didomi-to-dynamics`.
+pub struct BothFunctions {
+    pub sim: consent_sync_sim::Simulator,
+    pub forward: FunctionProcess,
+    pub reverse: FunctionProcess,
+    pub forward_url: String,
+    pub reverse_url: String,
+    _gateways: (Gateway, Gateway),
+    _runtimes: (Arc<RuntimeApi>, Arc<RuntimeApi>),
+    _moto: crate::moto::Moto,
+}
+
+impl BothFunctions {
+    pub async fn start() -> BothFunctions {
+        let sim = consent_sync_sim::Simulator::start(
+            consent_sync_sim::Identity::default(),
+            consent_sync_sim::sample_contacts(),
+        )
+        .await
+        .unwrap();
+        let moto = crate::moto::Moto::start().await;
+        let config_text = sim.config().to_string();
+        moto.create_secret("consent-sync/config", &config_text)
+            .await;
+        let env = [
+            ("CONFIG_SECRET_ID", "consent-sync/config"),
+            ("AWS_ENDPOINT_URL", moto.url.as_str()),
+        ];
+        let forward_runtime = Arc::new(RuntimeApi::start().await.unwrap());
+        let reverse_runtime = Arc::new(RuntimeApi::start().await.unwrap());
+        let forward = FunctionProcess::start_binary(DIDOMI_TO_DYNAMICS, &forward_runtime, &env);
+        let reverse = FunctionProcess::start_binary(DYNAMICS_TO_DIDOMI, &reverse_runtime, &env);
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let forward_gateway =
+            Gateway::start(loopback, runtime_handler(forward_runtime.clone()), None)
+                .await
+                .unwrap();
+        let reverse_gateway =
+            Gateway::start(loopback, runtime_handler(reverse_runtime.clone()), None)
+                .await
+                .unwrap();
+        let forward_url = format!("{}/didomi", forward_gateway.url);
+        let reverse_url = format!("{}/dynamics", reverse_gateway.url);
+
+        let config = consent_sync::Config::from_json(&config_text).unwrap();
+        let client = consent_sync::dataverse::DataverseClient::new(
+            consent_sync::http_client(),
+            consent_sync::RetryPolicy::default(),
+        );
+        client
+            .session(
+                &config,
+                consent_sync::Deadline::after(Duration::from_secs(10)),
+            )
+            .register(&config, "consent-sync", &reverse_url)
+            .await
+            .expect("the webhook registers");
+        sim.deliver_didomi_webhooks_to(&forward_url);
+        sim.clear_requests();
+        BothFunctions {
+            sim,
+            forward,
+            reverse,
+            forward_url,
+            reverse_url,
+            _gateways: (forward_gateway, reverse_gateway),
+            _runtimes: (forward_runtime, reverse_runtime),
+            _moto: moto,
+        }
+    }
+
+    /// The answers `url` gave to webhook deliveries, as (status, JSON body).
+    pub fn answers(&self, url: &str) -> Vec<(u16, serde_json::Value)> {
+        self.sim
+            .deliveries_to(url)
+            .into_iter()
+            .map(|d| match d.result {
+                Ok((status, body)) => (status, serde_json::from_str(&body).unwrap_or_default()),
+                Err(failure) => (0, serde_json::Value::String(failure)),
+            })
+            .collect()
+    }
+
+    /// Stops both functions; what each logged.
+    pub fn stop(self) -> (String, String) {
+        (self.forward.stop(), self.reverse.stop())
     }
 }
