@@ -477,14 +477,12 @@ fn validate(set: &str, row: &Map<String, Value>) -> Result<(), Response> {
                 ));
             }
         }
-        "sdkmessageprocessingstepimages" => {
-            if !matches!(number("imagetype"), Some(0..=2)) {
-                return Err(odata_error(
-                    400,
-                    "0x8004431a",
-                    "imagetype is outside the valid range.",
-                ));
-            }
+        "sdkmessageprocessingstepimages" if !matches!(number("imagetype"), Some(0..=2)) => {
+            return Err(odata_error(
+                400,
+                "0x8004431a",
+                "imagetype is outside the valid range.",
+            ));
         }
         _ => {}
     }

@@ -1,14 +1,15 @@
-//! Measures the release `didomi-to-dynamics` binary as Lambda runs it:
-//! its size, its peak memory while handling deliveries, and the time of cold
-//! and warm invocations against the simulators (Runtime API round trip
-//! included). Needs `moto_server` on PATH, as the tests do.
+//! Measures the release function binaries as Lambda runs them: their size,
+//! their peak memory while handling deliveries, the time of cold and warm
+//! invocations against the simulators (Runtime API round trip included),
+//! and for `dynamics-to-didomi` the Didomi requests per change. Needs
+//! `moto_server` on PATH, as the tests do.
 //!
 //! `cargo bench -p consent-sync-tests --bench lambda_figures [-- ROUNDS]`
 
 use std::time::Duration;
 
-use consent_sync_tests::lambda::Deployment;
-use consent_sync_tests::{binary, sample};
+use consent_sync_tests::lambda::{Deployment, DYNAMICS_TO_DIDOMI};
+use consent_sync_tests::{binary, dataverse_post, sample, WEBHOOK_KEY};
 
 async fn invoke(deployment: &Deployment, body: &str) -> (Duration, String) {
     let (elapsed, status, answer) = deployment.request("POST", body).await;
@@ -95,4 +96,82 @@ async fn main() {
     );
     summary("warm, unchanged (GET)", unchanged);
     summary("warm, updated (GET + PATCH)", updated);
+
+    dynamics_to_didomi(rounds).await;
+}
+
+async fn invoke_reverse(deployment: &Deployment, body: &str) -> (Duration, String) {
+    let (elapsed, status, answer) = deployment
+        .invoke(dataverse_post(body, Some(WEBHOOK_KEY), &[]))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    (
+        elapsed,
+        answer["outcome"].as_str().unwrap_or("?").to_string(),
+    )
+}
+
+async fn dynamics_to_didomi(rounds: usize) {
+    let path = binary(DYNAMICS_TO_DIDOMI);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let deployment = Deployment::start_function(DYNAMICS_TO_DIDOMI, &[]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = deployment.function.status_kb("VmRSS").unwrap_or(0);
+
+    let human = sample("dynamics-contact-updated.json");
+    let own_user = deployment.sim.state().identity.application_user_id.clone();
+    let mut echo: serde_json::Value = serde_json::from_str(&human).unwrap();
+    echo["InitiatingUserId"] = serde_json::json!(own_user);
+    let echo = echo.to_string();
+
+    // The first invocation reads the secret, gets a token, WhoAmI and a Didomi session.
+    let (cold, outcome) = invoke_reverse(&deployment, &human).await;
+    assert_eq!(outcome, "sent");
+    let didomi_before = deployment.sim.didomi_requests().len();
+
+    let mut sent = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let (elapsed, outcome) = invoke_reverse(&deployment, &human).await;
+        assert_eq!(outcome, "sent");
+        sent.push(elapsed);
+    }
+    let didomi_per_change =
+        (deployment.sim.didomi_requests().len() - didomi_before) as f64 / rounds as f64;
+    let mut echoes = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let (elapsed, outcome) = invoke_reverse(&deployment, &echo).await;
+        assert_eq!(outcome, "skipped");
+        echoes.push(elapsed);
+    }
+    let peak = deployment.function.status_kb("VmHWM").unwrap_or(0);
+    let rss_end = deployment.function.status_kb("VmRSS").unwrap_or(0);
+    let sessions = deployment.sim.didomi_sessions();
+    let dataverse = deployment.sim.dataverse_requests().len();
+    deployment.stop();
+
+    println!();
+    println!("dynamics-to-didomi (release, {}):", std::env::consts::ARCH);
+    println!(
+        "binary size                  {size} bytes ({:.2} MiB)",
+        size as f64 / 1048576.0
+    );
+    println!(
+        "resident memory              idle {rss_idle} kB, after {} invocations {rss_end} kB",
+        2 * rounds + 1
+    );
+    println!(
+        "peak resident memory (VmHWM) {peak} kB ({:.1} MiB)",
+        peak as f64 / 1024.0
+    );
+    println!("Didomi sessions              {sessions}");
+    println!("Didomi requests per change   {didomi_per_change:.2}");
+    println!(
+        "Dataverse requests in all    {dataverse} (WhoAmI once; Target and image carry the rest)"
+    );
+    println!(
+        "first invocation (secret + token + WhoAmI + session + event)  {:.2} ms",
+        cold.as_secs_f64() * 1000.0
+    );
+    summary("warm, sent (one POST)", sent);
+    summary("warm, own echo skipped", echoes);
 }
