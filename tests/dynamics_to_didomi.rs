@@ -161,12 +161,7 @@ async fn given_dataverse_dropped_the_target_when_the_size_was_exceeded_then_the_
     let fixture = ReverseFixture::new(|_| {}).await;
     fixture
         .sim
-        .state()
-        .contacts
-        .iter_mut()
-        .find(|c| c["contactid"] == JANE)
-        .unwrap()
-        .insert("donotemail".into(), json!(true));
+        .set_contact_columns(JANE, json!({"donotemail": true}));
 
     let request = dataverse_post(
         &sample("dynamics-contact-size-exceeded.json"),
@@ -211,12 +206,7 @@ async fn given_a_changed_value_flag_without_its_siblings_when_the_image_lacks_th
     .await;
     fixture
         .sim
-        .state()
-        .contacts
-        .iter_mut()
-        .find(|c| c["contactid"] == JANE)
-        .unwrap()
-        .insert("new_news".into(), json!(true));
+        .set_contact_columns(JANE, json!({"new_news": true}));
 
     let (status, body) = fixture
         .deliver(&post(&update_of(json!({"new_sports": true}), None)))
@@ -259,12 +249,7 @@ async fn given_changes_that_cannot_be_sent_when_they_arrive_then_they_are_skippe
     );
     fixture
         .sim
-        .state()
-        .contacts
-        .iter_mut()
-        .find(|c| c["contactid"] == JANE)
-        .unwrap()
-        .insert("emailaddress1".into(), Value::Null);
+        .set_contact_columns(JANE, json!({"emailaddress1": null}));
     let (status, body) = fixture.deliver(&post(&no_key)).await;
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -428,6 +413,51 @@ async fn given_didomi_refuses_when_the_event_or_the_key_is_rejected_then_the_ans
         body["error"].as_str().unwrap().contains("HTTP 403"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn given_a_sent_event_when_the_user_is_looked_up_then_didomi_holds_the_new_choice() {
+    let fixture = ReverseFixture::new(|_| {}).await;
+    assert_eq!(
+        fixture
+            .deliver(&post(&sample("dynamics-contact-updated.json")))
+            .await
+            .0,
+        200
+    );
+    let config = consent_sync::Config::from_json(&fixture.sim.config().to_string()).unwrap();
+
+    let user = fixture
+        .function
+        .didomi
+        .session(
+            &config,
+            consent_sync::Deadline::after(std::time::Duration::from_secs(5)),
+        )
+        .find_user("jane.doe@example.com")
+        .await
+        .unwrap()
+        .expect("Didomi knows the user");
+
+    assert_eq!(
+        user.organization_user_id.as_deref(),
+        Some("jane.doe@example.com")
+    );
+    assert_eq!(
+        user.consents.purpose("marketing").unwrap().enabled,
+        Some(false)
+    );
+    let nobody = fixture
+        .function
+        .didomi
+        .session(
+            &config,
+            consent_sync::Deadline::after(std::time::Duration::from_secs(5)),
+        )
+        .find_user("nobody@example.com")
+        .await
+        .unwrap();
+    assert_eq!(nobody, None);
 }
 
 #[tokio::test]

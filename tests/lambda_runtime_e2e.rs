@@ -240,7 +240,34 @@ async fn both_binaries_carry_each_change_once_and_never_echo() {
     );
     assert_eq!(both.sim.didomi_events().len(), 1, "no new Didomi event");
 
+    // The operator's recipe finds Jane's lines: `consent-sync pseudonym`.
+    let config_path =
+        std::env::temp_dir().join(format!("consent-sync-e2e-{}.json", std::process::id()));
+    std::fs::write(&config_path, both.sim.config().to_string()).unwrap();
+    let output = std::process::Command::new(consent_sync_tests::binary("consent-sync"))
+        .args(["pseudonym", "Jane.Doe@example.com", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config_path);
+    assert!(output.status.success());
+    let pseudonym = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert_eq!(pseudonym.len(), 12);
+
     let (forward_logs, reverse_logs) = both.stop();
+    for logs in [&forward_logs, &reverse_logs] {
+        let users: Vec<String> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|l| l["fields"]["user"].as_str().map(str::to_string))
+            .filter(|u| u != "-")
+            .collect();
+        assert!(!users.is_empty(), "{logs}");
+        assert!(
+            users.iter().all(|u| *u == pseudonym),
+            "{users:?} vs {pseudonym}"
+        );
+    }
     let handled = reverse_logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -45,6 +45,12 @@ enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Prints the pseudonym that stands for a Didomi organization_user_id in
+    /// the functions' logs (keyed by log_pseudonym_key), to find its lines.
+    Pseudonym {
+        /// The organization_user_id, e.g. an e-mail address.
+        organization_user_id: String,
+    },
     /// Checks the configuration and what it points at.
     Config {
         #[command(subcommand)]
@@ -115,6 +121,20 @@ async fn main() -> ExitCode {
                     WebhookCommand::Status { name } => webhook::status(&config, &name).await,
                 },
             };
+            report::print(result, cli.json)
+        }
+        Command::Pseudonym {
+            organization_user_id,
+        } => {
+            let result = consent_sync_cli::load_config(cli.config.as_ref())
+                .await
+                .map(|config| {
+                    let pseudonym = config.pseudonyms().of(&organization_user_id);
+                    report::Report::success(
+                        format!("{pseudonym}\n"),
+                        serde_json::json!({ "pseudonym": pseudonym }),
+                    )
+                });
             report::print(result, cli.json)
         }
         Command::Config {

@@ -32,6 +32,9 @@ pub struct Config {
     pub dynamics_webhook_key: Option<Secret>,
     pub authority_host: String,
     pub didomi_api_url: String,
+    /// The key of the pseudonyms that stand for user ids in logs:
+    /// `log_pseudonym_key`, else derived from `client_secret`.
+    pub log_pseudonym_key: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -73,12 +76,17 @@ pub enum ConfigError {
     Unreadable { secret_id: String, reason: String },
 }
 
-const SECRET_FIELDS: [&str; 4] = [
+const SECRET_FIELDS: [&str; 5] = [
     "client_secret",
     "api_key",
     "api_secret",
     "dynamics_webhook_key",
+    "log_pseudonym_key",
 ];
+
+/// Labels the pseudonym key derived from `client_secret`, so that it is
+/// never the client secret itself.
+const DERIVED_PSEUDONYM_KEY_LABEL: &[u8] = b"consent-sync log pseudonym key v1";
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -103,6 +111,7 @@ struct RawConfig {
     dynamics_webhook_key: Option<Secret>,
     authority_host: Option<String>,
     didomi_api_url: Option<String>,
+    log_pseudonym_key: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +327,28 @@ impl Config {
                 .unwrap_or(DEFAULT_DIDOMI_API_URL),
         )?;
 
+        let log_pseudonym_key = match raw.log_pseudonym_key {
+            Some(key) if key.expose().trim().chars().count() < MIN_WEBHOOK_KEY_CHARS => {
+                return Err(invalid(
+                    "log_pseudonym_key",
+                    format!("must be at least {MIN_WEBHOOK_KEY_CHARS} characters long"),
+                ))
+            }
+            Some(key) => key,
+            None => {
+                let derived = crate::logging::hmac_sha256(
+                    client_secret.expose().as_bytes(),
+                    DERIVED_PSEUDONYM_KEY_LABEL,
+                );
+                Secret::new(
+                    derived
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>(),
+                )
+            }
+        };
+
         Ok(Config {
             client_id,
             client_secret,
@@ -331,7 +362,13 @@ impl Config {
             dynamics_webhook_key,
             authority_host,
             didomi_api_url,
+            log_pseudonym_key,
         })
+    }
+
+    /// The pseudonyms that stand for user ids in logs.
+    pub fn pseudonyms(&self) -> crate::logging::Pseudonyms<'_> {
+        crate::logging::Pseudonyms::new(&self.log_pseudonym_key)
     }
 
     /// What `didomi-to-dynamics` needs beyond the common fields: with JWT
@@ -608,6 +645,38 @@ mod tests {
         assert_eq!(
             config.dynamics_webhook_key().unwrap().expose(),
             "0123456789abcdef0123"
+        );
+    }
+
+    #[test]
+    fn the_pseudonym_key_is_given_or_derived_from_the_client_secret() {
+        let derived = Config::from_json(&valid().to_string()).unwrap();
+        assert_ne!(derived.log_pseudonym_key.expose(), "s3cret");
+        assert_eq!(derived.log_pseudonym_key.expose().len(), 64);
+        let mut rotated = valid();
+        rotated["client_secret"] = json!("another");
+        let rotated = Config::from_json(&rotated.to_string()).unwrap();
+        assert_ne!(
+            derived.pseudonyms().of("jane@example.com"),
+            rotated.pseudonyms().of("jane@example.com")
+        );
+
+        let mut given = valid();
+        given["log_pseudonym_key"] = json!("a-long-pseudonym-key-0001");
+        let given = Config::from_json(&given.to_string()).unwrap();
+        assert_eq!(
+            given.log_pseudonym_key.expose(),
+            "a-long-pseudonym-key-0001"
+        );
+
+        let mut short = valid();
+        short["log_pseudonym_key"] = json!("short");
+        assert!(error_of(short).contains("`log_pseudonym_key`: must be at least 16"));
+        let mut wrong = valid();
+        wrong["log_pseudonym_key"] = json!(12);
+        assert_eq!(
+            error_of(wrong),
+            "configuration field `log_pseudonym_key`: must be a non-empty string"
         );
     }
 

@@ -1,6 +1,8 @@
 //! JSON log lines, and pseudonyms for identifiers that must not be logged.
 
 use sha2::{Digest, Sha256};
+
+use crate::secret::Secret;
 use tracing_subscriber::EnvFilter;
 
 /// Starts JSON logging to standard output, where Lambda collects it. The
@@ -47,20 +49,54 @@ where
         .try_init();
 }
 
-/// A short, stable stand-in for a personal identifier (an email address,
-/// say), so that log lines about one user can be correlated without naming them.
-pub fn pseudonym(identifier: &str) -> String {
-    let digest = Sha256::digest(identifier.trim().to_lowercase().as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(message);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
 }
 
-/// Replaces every occurrence of `identifier` in `text` by its pseudonym:
-/// for downstream error messages that may quote it.
-pub fn redact(text: &str, identifier: &str) -> String {
-    if identifier.is_empty() {
-        return text.to_string();
+/// Keyed, short, stable stand-ins for personal identifiers (an e-mail
+/// address, say), so that log lines about one user can be correlated
+/// without naming them. Keyed, so that someone holding the logs cannot
+/// confirm a guessed address by hashing it.
+#[derive(Clone, Copy)]
+pub struct Pseudonyms<'a> {
+    key: &'a Secret,
+}
+
+impl<'a> Pseudonyms<'a> {
+    pub fn new(key: &'a Secret) -> Self {
+        Pseudonyms { key }
     }
-    text.replace(identifier, &format!("<user {}>", pseudonym(identifier)))
+
+    /// 12 hex digits of HMAC-SHA256(key, the identifier trimmed and lower-cased).
+    pub fn of(&self, identifier: &str) -> String {
+        let digest = hmac_sha256(
+            self.key.expose().as_bytes(),
+            identifier.trim().to_lowercase().as_bytes(),
+        );
+        digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Replaces every occurrence of `identifier` in `text` by its pseudonym:
+    /// for downstream error messages that may quote it.
+    pub fn redact(&self, text: &str, identifier: &str) -> String {
+        if identifier.is_empty() {
+            return text.to_string();
+        }
+        text.replace(identifier, &format!("<user {}>", self.of(identifier)))
+    }
 }
 
 #[cfg(test)]
@@ -68,18 +104,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pseudonyms_are_short_stable_and_case_insensitive() {
-        let a = pseudonym("Jane.Doe@example.com");
+    fn hmac_matches_rfc_4231() {
+        let digest = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let long_key = [0xaau8; 131];
+        let digest = hmac_sha256(
+            &long_key,
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn pseudonyms_are_short_stable_case_insensitive_and_keyed() {
+        let key = Secret::new("k1");
+        let pseudonyms = Pseudonyms::new(&key);
+        let a = pseudonyms.of("Jane.Doe@example.com");
         assert_eq!(a.len(), 12);
-        assert_eq!(a, pseudonym("jane.doe@example.com"));
-        assert_ne!(a, pseudonym("john@example.com"));
-        assert!(!a.contains("jane"));
+        assert_eq!(a, pseudonyms.of("jane.doe@example.com"));
+        assert_ne!(a, pseudonyms.of("john@example.com"));
+        let other = Secret::new("k2");
+        assert_ne!(a, Pseudonyms::new(&other).of("jane.doe@example.com"));
+        // Not the plain hash anyone could compute from a guess.
+        let plain: String = Sha256::digest(b"jane.doe@example.com")[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(a, plain);
     }
 
     #[test]
     fn redaction_removes_the_identifier() {
-        let text = redact("duplicate: jane@example.com exists", "jane@example.com");
+        let key = Secret::new("k1");
+        let pseudonyms = Pseudonyms::new(&key);
+        let text = pseudonyms.redact("duplicate: jane@example.com exists", "jane@example.com");
         assert!(!text.contains("jane@example.com"));
-        assert!(text.contains(&pseudonym("jane@example.com")));
+        assert!(text.contains(&pseudonyms.of("jane@example.com")));
     }
 }

@@ -244,6 +244,19 @@ impl Simulator {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sets columns of a contact directly, as seed data (no webhook fires).
+    pub fn set_contact_columns(&self, id: &str, columns: Value) {
+        let mut state = self.state();
+        let row = state
+            .contacts
+            .iter_mut()
+            .find(|c| c["contactid"] == id)
+            .unwrap_or_else(|| panic!("no contact {id}"));
+        if let Value::Object(columns) = columns {
+            row.extend(columns);
+        }
+    }
+
     pub fn contact_by_id(&self, id: &str) -> Option<Map<String, Value>> {
         self.state()
             .contacts

@@ -12,7 +12,6 @@ use crate::config_source::ConfigCache;
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
-use crate::logging::{pseudonym, redact};
 use crate::mapping::columns_from_consents;
 use crate::retry::Deadline;
 
@@ -117,11 +116,15 @@ impl DidomiToDynamics {
             }
             Err(rejection) => return Ok(rejected(rejection, started)),
         };
-        let user = change.organization_user_id.as_deref().map(pseudonym);
+        let pseudonyms = config.pseudonyms();
+        let user = change
+            .organization_user_id
+            .as_deref()
+            .map(|id| pseudonyms.of(id));
         match apply(&config, &self.dataverse, &change, deadline).await {
             Ok(outcome) => Ok(answered(&change.kind, user.as_deref(), &outcome, started)),
             Err(error) => {
-                let message = redact(
+                let message = pseudonyms.redact(
                     &error.to_string(),
                     change.organization_user_id.as_deref().unwrap_or_default(),
                 );

@@ -18,7 +18,6 @@ use crate::flows::didomi_to_dynamics::rejected;
 use crate::gateway::{
     authenticate_key, body_bytes, header, json_response, require_post, Rejection,
 };
-use crate::logging::{pseudonym, redact};
 use crate::mapping::{columns_for_changes, consents_from_columns};
 use crate::retry::Deadline;
 use crate::token::dataverse_token_key;
@@ -148,7 +147,7 @@ impl DynamicsToDidomi {
         };
         match context.apply(&change, size_exceeded).await {
             Ok((outcome, user)) => {
-                let user = user.as_deref().map(pseudonym);
+                let user = user.as_deref().map(|id| config.pseudonyms().of(id));
                 let (reason, purposes) = match &outcome {
                     Outcome::Skipped { reason } => (Some(reason.as_str()), None),
                     Outcome::Sent { purposes, channels } => (
@@ -170,12 +169,14 @@ impl DynamicsToDidomi {
                 Ok(json_response(200, &outcome.to_json()))
             }
             Err((error, user)) => {
-                let message = redact(&error.to_string(), user.as_deref().unwrap_or_default());
+                let pseudonyms = config.pseudonyms();
+                let message =
+                    pseudonyms.redact(&error.to_string(), user.as_deref().unwrap_or_default());
                 let status = error.http_status();
                 tracing::error!(
                     message_name = %change.message,
                     entity = %change.entity,
-                    user = user.as_deref().map(pseudonym).as_deref().unwrap_or("-"),
+                    user = user.as_deref().map(|id| pseudonyms.of(id)).as_deref().unwrap_or("-"),
                     status,
                     error = %message,
                     duration_ms = started.elapsed().as_millis() as u64,
