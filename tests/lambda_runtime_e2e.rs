@@ -268,6 +268,25 @@ async fn both_binaries_carry_each_change_once_and_never_echo() {
             "{users:?} vs {pseudonym}"
         );
     }
+    // One metric record per request, in each function's own log.
+    for (logs, outcomes) in [
+        (&forward_logs, vec!["skipped", "updated"]),
+        (&reverse_logs, vec!["sent", "skipped"]),
+    ] {
+        let records: Vec<Value> = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l.get("_aws").is_some())
+            .collect();
+        let seen: Vec<&str> = records
+            .iter()
+            .filter_map(|r| r["Outcome"].as_str())
+            .collect();
+        assert_eq!(seen, outcomes, "{logs}");
+        assert!(records
+            .iter()
+            .all(|r| r["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ConsentSync"));
+    }
     let handled = reverse_logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

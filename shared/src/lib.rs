@@ -15,6 +15,7 @@ pub mod flows;
 pub mod gateway;
 pub mod logging;
 pub mod mapping;
+pub mod metrics;
 pub mod retry;
 pub mod secret;
 pub mod token;

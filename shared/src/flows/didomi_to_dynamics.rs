@@ -129,6 +129,7 @@ impl DidomiToDynamics {
                     change.organization_user_id.as_deref().unwrap_or_default(),
                 );
                 let status = error.http_status();
+                crate::metrics::count("failed");
                 tracing::error!(
                     kind = %change.kind,
                     user = user.as_deref().unwrap_or("-"),
@@ -144,6 +145,7 @@ impl DidomiToDynamics {
 }
 
 pub(crate) fn rejected(rejection: Rejection, started: Instant) -> ApiGatewayV2httpResponse {
+    crate::metrics::count("rejected");
     tracing::warn!(
         status = rejection.status,
         error = %rejection.message,
@@ -164,6 +166,7 @@ fn answered(
         Outcome::Updated { columns, .. } => (None, Some(json!(columns).to_string())),
         Outcome::Created { .. } => (None, None),
     };
+    crate::metrics::count(outcome.name());
     tracing::info!(
         kind,
         user = user.unwrap_or("-"),

@@ -155,6 +155,7 @@ impl DynamicsToDidomi {
                         Some(json!({"purposes": purposes, "channels": channels}).to_string()),
                     ),
                 };
+                crate::metrics::count(outcome.name());
                 tracing::info!(
                     message_name = %change.message,
                     entity = %change.entity,
@@ -173,6 +174,7 @@ impl DynamicsToDidomi {
                 let message =
                     pseudonyms.redact(&error.to_string(), user.as_deref().unwrap_or_default());
                 let status = error.http_status();
+                crate::metrics::count("failed");
                 tracing::error!(
                     message_name = %change.message,
                     entity = %change.entity,
