@@ -681,6 +681,15 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_loads_for_both_directions() {
+        let text = include_str!("../../config.example.json");
+        let config = Config::from_json(text).unwrap();
+        config.check_didomi_webhook().unwrap();
+        config.dynamics_webhook_key().unwrap();
+        assert_eq!(config.mappings.len(), 4);
+    }
+
+    #[test]
     fn invalid_json_says_so() {
         let error = Config::from_json("{\"client_id\": ").unwrap_err();
         assert!(matches!(error, ConfigError::NotJson(_)), "{error}");
