@@ -321,7 +321,9 @@ async fn webhook_status_shows_failed_deliveries_with_their_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_tries_everything_and_names_a_missing_column() {
     let sim = simulator().await;
-    let good = config_file(&sim, |_| {});
+    let good = config_file(&sim, |c| {
+        c["sync_timestamp_column"] = json!("new_consentsyncedon");
+    });
     let (code, stdout, stderr) = with_config(&good, &["config", "check"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     for line in ["ok   dataverse", "ok   columns", "ok   didomi"] {
@@ -336,6 +338,7 @@ async fn config_check_tries_everything_and_names_a_missing_column() {
         c["mappings"][3]["preference"] = json!("topics");
         c["mappings"][0]["choice"] = json!({"true": 1, "false": 2});
         c["didomi"]["api_secret"] = json!("wrong-secret");
+        c["sync_timestamp_column"] = json!("firstname");
     });
     let (code, stdout, stderr) = with_config(&bad, &["config", "check", "--json"]);
     assert_ne!(code, 0, "{stdout}");
@@ -349,6 +352,12 @@ async fn config_check_tries_everything_and_names_a_missing_column() {
         "{stderr}"
     );
     assert!(stderr.contains("refused the API key"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "column `firstname` is of type String, but the sync_timestamp_column needs DateTime"
+        ),
+        "{stderr}"
+    );
     assert!(!stderr.contains("wrong-secret"), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["ok"], false);

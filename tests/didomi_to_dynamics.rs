@@ -631,3 +631,93 @@ async fn who_am_i_names_the_application_user() {
 
     assert_eq!(user_id, fixture.sim.state().identity.application_user_id);
 }
+
+/// `events/didomi-event-created.json` for Jane at `created_at`, with the
+/// marketing purpose `enabled`.
+fn marketing_event(created_at: &str, enabled: bool) -> String {
+    let mut delivery: Value = serde_json::from_str(&sample("didomi-event-created.json")).unwrap();
+    delivery["parameters"]["entity"]["created_at"] = json!(created_at);
+    delivery["parameters"]["entity"]["consents"]["purposes"] =
+        json!([{"id": "marketing", "enabled": enabled}]);
+    delivery.to_string()
+}
+
+#[tokio::test]
+async fn given_the_stale_event_guard_when_events_arrive_newest_first_then_the_newest_choice_stays()
+{
+    let fixture = Fixture::new(|config| {
+        config["sync_timestamp_column"] = json!("new_consentsyncedon");
+    })
+    .await;
+
+    // Newest: marketing accepted at 10:05:40.
+    let (status, body) = fixture
+        .deliver(&post(&marketing_event("2026-11-26T10:05:40.120Z", true)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // donotbulkemail already says "allowed": only the time is written.
+    assert_eq!(
+        body,
+        json!({"outcome": "updated", "contacts": 1, "columns": ["new_consentsyncedon"]})
+    );
+    // Older: marketing refused at 10:05:33, delivered late.
+    let (status, body) = fixture
+        .deliver(&post(&marketing_event("2026-11-26T10:05:33.540Z", false)))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["outcome"], "skipped", "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("stale"), "{body}");
+    // The same second as what is stored, milliseconds later: not newer either.
+    let (_, body) = fixture
+        .deliver(&post(&marketing_event("2026-11-26T10:05:40.999Z", false)))
+        .await;
+    assert_eq!(body["outcome"], "skipped", "{body}");
+
+    let jane = fixture.contact(JANE);
+    assert_eq!(
+        jane["donotbulkemail"],
+        json!(false),
+        "the newest choice stays"
+    );
+    assert_eq!(jane["new_consentsyncedon"], json!("2026-11-26T10:05:40Z"));
+
+    // A newer change applies, and moves the time on.
+    let (_, body) = fixture
+        .deliver(&post(&marketing_event("2026-11-26T10:06:00.000Z", false)))
+        .await;
+    assert_eq!(body["outcome"], "updated", "{body}");
+    let jane = fixture.contact(JANE);
+    assert_eq!(jane["donotbulkemail"], json!(true));
+    assert_eq!(jane["new_consentsyncedon"], json!("2026-11-26T10:06:00Z"));
+    let writes = fixture.sim.writes();
+    assert_eq!(writes.len(), 2, "one write per applied change");
+    assert_eq!(
+        writes[1].body,
+        Some(json!({"donotbulkemail": true, "new_consentsyncedon": "2026-11-26T10:06:00Z"}))
+    );
+}
+
+#[tokio::test]
+async fn given_the_stale_event_guard_when_upsert_creates_a_contact_then_it_carries_the_time() {
+    let fixture = Fixture::new(|config| {
+        config["sync_timestamp_column"] = json!("new_consentsyncedon");
+        config["upsert_mode"] = json!(true);
+    })
+    .await;
+    let delivery = sample_for("didomi-user-updated.json", "new.person@example.com");
+
+    let (status, body) = fixture.deliver(&post(&delivery)).await;
+
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("created")),
+        "{body}"
+    );
+    let created = fixture
+        .sim
+        .contacts_where("emailaddress1", "new.person@example.com");
+    assert_eq!(
+        created[0]["new_consentsyncedon"],
+        json!("2026-11-26T10:05:33Z")
+    );
+}

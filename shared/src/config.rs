@@ -32,6 +32,9 @@ pub struct Config {
     pub dynamics_webhook_key: Option<Secret>,
     pub authority_host: String,
     pub didomi_api_url: String,
+    /// A date-time contact column holding the time of the last Didomi
+    /// change applied: the stale-event guard.
+    pub sync_timestamp_column: Option<String>,
     /// The key of the pseudonyms that stand for user ids in logs:
     /// `log_pseudonym_key`, else derived from `client_secret`.
     pub log_pseudonym_key: Secret,
@@ -112,6 +115,7 @@ struct RawConfig {
     authority_host: Option<String>,
     didomi_api_url: Option<String>,
     log_pseudonym_key: Option<Secret>,
+    sync_timestamp_column: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +331,22 @@ impl Config {
                 .unwrap_or(DEFAULT_DIDOMI_API_URL),
         )?;
 
+        let sync_timestamp_column = match raw.sync_timestamp_column {
+            None => None,
+            Some(column) if !is_logical_name(&column) => {
+                return Err(invalid(
+                    "sync_timestamp_column",
+                    "must be a contact column's logical name, e.g. new_consentsyncedon",
+                ))
+            }
+            Some(column) if column == contact_key || columns.contains(&column) => {
+                return Err(invalid(
+                    "sync_timestamp_column",
+                    format!("column `{column}` is already the contact_key or a mapped column"),
+                ))
+            }
+            Some(column) => Some(column),
+        };
         let log_pseudonym_key = match raw.log_pseudonym_key {
             Some(key) if key.expose().trim().chars().count() < MIN_WEBHOOK_KEY_CHARS => {
                 return Err(invalid(
@@ -363,6 +383,7 @@ impl Config {
             authority_host,
             didomi_api_url,
             log_pseudonym_key,
+            sync_timestamp_column,
         })
     }
 
@@ -687,6 +708,25 @@ mod tests {
         config.check_didomi_webhook().unwrap();
         config.dynamics_webhook_key().unwrap();
         assert_eq!(config.mappings.len(), 4);
+    }
+
+    #[test]
+    fn the_sync_timestamp_column_is_a_column_of_its_own() {
+        let mut config = valid();
+        config["sync_timestamp_column"] = json!("new_consentsyncedon");
+        let config = Config::from_json(&config.to_string()).unwrap();
+        assert_eq!(
+            config.sync_timestamp_column.as_deref(),
+            Some("new_consentsyncedon")
+        );
+        let mut taken = valid();
+        taken["sync_timestamp_column"] = json!("donotbulkemail");
+        assert!(
+            error_of(taken).contains("`sync_timestamp_column`: column `donotbulkemail` is already")
+        );
+        let mut bad = valid();
+        bad["sync_timestamp_column"] = json!("Modified On");
+        assert!(error_of(bad).starts_with("configuration field `sync_timestamp_column`"));
     }
 
     #[test]

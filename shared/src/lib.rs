@@ -18,6 +18,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod retry;
 pub mod secret;
+pub mod time;
 pub mod token;
 
 pub use config::{Config, ConfigError};

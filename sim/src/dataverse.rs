@@ -27,6 +27,8 @@ pub enum ColumnType {
     Boolean,
     /// A choice (option set): an integer in JSON.
     Picklist,
+    /// A date and time, kept to the second in UTC: `2026-11-27T09:15:30Z`.
+    DateTime,
 }
 
 impl ColumnType {
@@ -37,6 +39,7 @@ impl ColumnType {
             ColumnType::String => "String",
             ColumnType::Boolean => "Boolean",
             ColumnType::Picklist => "Picklist",
+            ColumnType::DateTime => "DateTime",
         }
     }
 }
@@ -66,6 +69,7 @@ pub fn standard_columns() -> BTreeMap<String, ColumnType> {
         ("new_sports", Boolean),
         ("new_news", Boolean),
         ("new_profiling", Picklist),
+        ("new_consentsyncedon", DateTime),
     ]
     .into_iter()
     .map(|(name, kind)| (name.to_string(), kind))
@@ -347,6 +351,9 @@ fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Respons
                 value.is_string() || value.is_null()
             }
             ColumnType::Picklist => value.is_i64() || value.is_null(),
+            ColumnType::DateTime => {
+                value.is_null() || value.as_str().is_some_and(|t| date_time(t).is_some())
+            }
         };
         if !fits {
             return Err(odata_error(
@@ -359,6 +366,34 @@ fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Respons
     Ok(fields)
 }
 
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`, kept to the second as Dataverse keeps it.
+fn date_time(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let shaped = bytes.len() >= 20
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes[10] == b'T'
+        && bytes[13] == b':'
+        && bytes[16] == b':'
+        && text.ends_with('Z')
+        && text[..19]
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| matches!(i, 4 | 7 | 10 | 13 | 16) || b.is_ascii_digit());
+    shaped.then(|| format!("{}Z", &text[..19]))
+}
+
+/// Date-time values as Dataverse stores them: whole seconds.
+fn truncate_times(state: &SimState, fields: &mut Map<String, Value>) {
+    for (name, value) in fields.iter_mut() {
+        if state.columns.get(name) == Some(&ColumnType::DateTime) {
+            if let Some(text) = value.as_str().and_then(date_time) {
+                *value = Value::String(text);
+            }
+        }
+    }
+}
+
 fn update_contact(
     state: &mut SimState,
     id: &str,
@@ -366,10 +401,11 @@ fn update_contact(
     body: &[u8],
     user: &str,
 ) -> Response {
-    let fields = match validate(state, body) {
+    let mut fields = match validate(state, body) {
         Ok(fields) => fields,
         Err(response) => return response,
     };
+    truncate_times(state, &mut fields);
     let columns = state.columns.clone();
     match state.contacts.iter_mut().find(|row| row["contactid"] == id) {
         Some(row) => {
@@ -395,10 +431,11 @@ fn update_contact(
 }
 
 fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
-    let fields = match validate(state, body) {
+    let mut fields = match validate(state, body) {
         Ok(fields) => fields,
         Err(response) => return response,
     };
+    truncate_times(state, &mut fields);
     let id = uuid::Uuid::new_v4().to_string();
     let mut row = fields.clone();
     row.insert("contactid".into(), json!(id));

@@ -73,6 +73,9 @@ pub fn check_columns(config: &Config, attributes: &Attributes) -> Vec<ColumnProb
         Some(_) => {}
     };
     check(&config.contact_key, &["String"], "the contact_key");
+    if let Some(column) = &config.sync_timestamp_column {
+        check(column, &["DateTime"], "the sync_timestamp_column");
+    }
     for mapping in &config.mappings {
         let what = match mapping.encoding {
             Encoding::Text => "a preference's selected values",

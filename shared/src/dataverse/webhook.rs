@@ -172,29 +172,7 @@ fn wcf_date(text: &str) -> Option<String> {
         .map(|(i, _)| i)
         .unwrap_or(inner.len());
     let millis: i64 = inner[..digits_end].parse().ok()?;
-    Some(iso_utc(millis.div_euclid(1000)))
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian).
-pub fn iso_utc(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let second_of_day = seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
+    Some(crate::time::iso_utc(millis.div_euclid(1000)))
 }
 
 #[cfg(test)]
@@ -278,7 +256,6 @@ mod tests {
         );
         let unknown = json!({"__type": "OptionSetValueCollection:x", "Values": [1]});
         assert_eq!(attribute_value(unknown.clone()), unknown);
-        assert_eq!(iso_utc(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct ConsentChange {
     pub status: Option<String>,
     pub regulation: Option<String>,
     pub delegate_id: Option<String>,
+    /// When the change happened, in whole UTC seconds since the epoch: a
+    /// user's `updated_at`, an event's `created_at`.
+    pub changed_at: Option<i64>,
 }
 
 impl ConsentChange {
@@ -71,10 +74,12 @@ struct UserEntity {
     organization_user_id: Option<String>,
     consents: Option<Consents>,
     regulation: Option<String>,
+    updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct EventEntity {
+    created_at: Option<String>,
     status: Option<String>,
     regulation: Option<String>,
     user: Option<EventUser>,
@@ -152,6 +157,10 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
                 status: None,
                 regulation: user.regulation,
                 delegate_id: None,
+                changed_at: user
+                    .updated_at
+                    .as_deref()
+                    .and_then(crate::time::parse_utc_seconds),
             }
         }
         Scope::Event => {
@@ -164,6 +173,10 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
                 status: event.status,
                 regulation: event.regulation,
                 delegate_id: event.delegate.and_then(|d| d.id),
+                changed_at: event
+                    .created_at
+                    .as_deref()
+                    .and_then(crate::time::parse_utc_seconds),
             }
         }
     };
@@ -203,6 +216,8 @@ mod tests {
             Some(true)
         );
         assert!(change.is_confirmed() && !change.is_own_echo());
+        // 2026-11-26T10:05:33.540Z: the new entity's updated_at, to the second.
+        assert_eq!(change.changed_at, Some(1_795_687_533));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
 use crate::mapping::columns_from_consents;
 use crate::retry::Deadline;
+use crate::time::{iso_utc, parse_utc_seconds};
 
 /// What the function keeps between invocations: the configuration and the
 /// Dataverse client with its token and connections.
@@ -217,8 +218,15 @@ pub async fn apply(
         ));
     }
 
+    // The stale-event guard: the change's own time, against the time of the
+    // last change applied to each contact.
+    let guard = config
+        .sync_timestamp_column
+        .as_deref()
+        .zip(change.changed_at);
     let session = dataverse.session(config, deadline);
-    let columns: Vec<&str> = desired.keys().map(String::as_str).collect();
+    let mut columns: Vec<&str> = desired.keys().map(String::as_str).collect();
+    columns.extend(guard.map(|(column, _)| column));
     let contacts = session.find_contacts(user_id, &columns).await?;
 
     if contacts.is_empty() {
@@ -232,14 +240,33 @@ pub async fn apply(
             config.contact_key.clone(),
             Value::String(user_id.to_string()),
         );
+        if let Some((column, at)) = guard {
+            fields.insert(column.to_string(), Value::String(iso_utc(at)));
+        }
         let contact_id = session.create_contact(&fields).await?;
         return Ok(Outcome::Created { contact_id });
     }
 
     let mut updated = 0;
+    let mut stale = 0;
     let mut changed_columns = BTreeSet::new();
     for contact in &contacts {
-        let changes = differences(&desired, &contact.columns);
+        let mut changes = differences(&desired, &contact.columns);
+        if let Some((column, at)) = guard {
+            let applied = contact
+                .columns
+                .get(column)
+                .and_then(Value::as_str)
+                .and_then(parse_utc_seconds);
+            // Dataverse keeps whole seconds: an equal time is not newer.
+            if applied.is_some_and(|applied| applied >= at) {
+                stale += 1;
+                continue;
+            }
+            // Written even when nothing else differs, so that an older
+            // event arriving later is recognised as older.
+            changes.insert(column.to_string(), Value::String(iso_utc(at)));
+        }
         if changes.is_empty() {
             continue;
         }
@@ -248,6 +275,11 @@ pub async fn apply(
         changed_columns.extend(changes.keys().cloned());
     }
     if updated == 0 {
+        if stale == contacts.len() {
+            return Ok(Outcome::skipped(
+                "not newer than the change already applied to the contact (stale or redelivered)",
+            ));
+        }
         return Ok(Outcome::skipped("the contact is already up to date"));
     }
     Ok(Outcome::Updated {
