@@ -309,3 +309,207 @@ async fn both_binaries_carry_each_change_once_and_never_echo() {
         }
     }
 }
+
+/// `consent-sync` with AWS pointed at moto and the configuration in a file.
+fn consent_sync_with_aws(moto_url: &str, config: &Value, args: &[&str]) -> (i32, String, String) {
+    let path = std::env::temp_dir().join(format!(
+        "consent-sync-replay-{}-{}.json",
+        std::process::id(),
+        args.len()
+    ));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let output = std::process::Command::new(consent_sync_tests::binary("consent-sync"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env("AWS_ENDPOINT_URL", moto_url)
+        .env("AWS_REGION", consent_sync_tests::moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("PARKED_QUEUE_URL")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dataverse_down_every_failed_delivery_is_parked_and_replay_applies_the_current_truth()
+{
+    let deployment = Deployment::start(&[]).await;
+    deployment.sim.fail_dataverse(
+        100_000,
+        consent_sync_sim::Fault::Status {
+            status: 503,
+            retry_after: Some(0),
+        },
+    );
+    let users = [
+        "jane.doe@example.com",
+        "o'brien+news&co@example.com",
+        "ada@example.com",
+    ];
+    for user in users {
+        let delivery = consent_sync_tests::sample_for("didomi-user-updated.json", user);
+        let (_, status, body) = deployment.request("POST", &delivery).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["parked"], true, "{body}");
+    }
+    let parked = deployment.moto.peek(&deployment.queue_url).await;
+    assert_eq!(parked.len(), 3, "{parked:?}");
+    for (record, user) in parked.iter().zip(users) {
+        assert_eq!(record["direction"], "didomi-to-dynamics");
+        assert_eq!(record["organization_user_id"], user);
+        assert_eq!(record["error_class"], "dataverse_unavailable");
+        assert_eq!(record["delivery_time"], "2026-11-26T10:05:33.540Z");
+        assert!(
+            record.get("consents").is_none(),
+            "no consent values: {record}"
+        );
+    }
+    assert_eq!(deployment.sim.writes(), vec![]);
+
+    // Dataverse recovers. Meanwhile Jane accepted marketing again in Didomi;
+    // O'Brien's state is the one the failed delivery carried; Ada has no
+    // Didomi user any more.
+    deployment.sim.state().dataverse_faults.clear();
+    {
+        let mut state = deployment.sim.state();
+        state.didomi.user_mut("jane.doe@example.com").consents = json!({
+            "purposes": [{"id": "marketing", "enabled": true}],
+            "channels": [{"id": "email", "enabled": true}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        state
+            .didomi
+            .user_mut("o'brien+news&co@example.com")
+            .consents = json!({
+            "purposes": [{"id": "marketing", "enabled": false}]
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+    }
+    // And one change of Jane's contact that did not reach Didomi.
+    deployment
+        .moto
+        .sqs_client()
+        .send_message()
+        .queue_url(&deployment.queue_url)
+        .message_body(
+            json!({"direction": "dynamics-to-didomi", "contact_id": JANE,
+                   "error_class": "didomi_unavailable", "parked_at": "2026-11-26T10:06:00Z"})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let config = deployment.sim.config();
+
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let moto = deployment.moto.url.clone();
+        let queue = deployment.queue_url.clone();
+        let config = config.clone();
+        move || consent_sync_with_aws(&moto, &config, &["replay", "--queue", &queue, "--dry-run"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("4 parked deliveries would be replayed"),
+        "{stdout}"
+    );
+    assert_eq!(deployment.sim.writes(), vec![], "a dry run writes nothing");
+    assert_eq!(deployment.moto.peek(&deployment.queue_url).await.len(), 4);
+
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let moto = deployment.moto.url.clone();
+        let queue = deployment.queue_url.clone();
+        move || consent_sync_with_aws(&moto, &config, &["replay", "--queue", &queue])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("4 parked deliveries replayed, 0 failed"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("jane.doe"), "{stderr}");
+    // Jane: the newer state (marketing accepted), not the parked delivery's.
+    assert_eq!(
+        deployment.sim.contact_by_id(JANE).unwrap()["donotbulkemail"],
+        json!(false)
+    );
+    assert_eq!(
+        deployment
+            .sim
+            .contact_by_id(consent_sync_tests::OBRIEN)
+            .unwrap()["donotbulkemail"],
+        json!(true)
+    );
+    assert!(
+        stderr.contains("Didomi has no such user any more"),
+        "{stderr}"
+    );
+    let events = deployment.sim.didomi_events();
+    assert_eq!(events.len(), 1, "the parked contact change reached Didomi");
+    assert_eq!(
+        events[0]["user"]["organization_user_id"],
+        "jane.doe@example.com"
+    );
+    assert_eq!(events[0]["delegate"]["id"], "consent-sync");
+    assert_eq!(
+        deployment.moto.peek(&deployment.queue_url).await,
+        Vec::<Value>::new()
+    );
+    deployment.stop();
+}
+
+#[tokio::test]
+async fn when_parking_fails_too_the_answer_stays_a_failure_and_the_log_says_both() {
+    let moto_queue = "http://127.0.0.1:1/123456789012/no-such-queue";
+    let deployment = Deployment::start(&[("PARKED_QUEUE_URL", moto_queue)]).await;
+    deployment.sim.fail_dataverse(
+        100_000,
+        consent_sync_sim::Fault::Status {
+            status: 503,
+            retry_after: Some(0),
+        },
+    );
+    let (_, status, body) = deployment
+        .request("POST", &sample("didomi-user-updated.json"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["parked"], false, "{body}");
+
+    let (_, status, body) = deployment.request("POST", "{oops").await;
+    assert_eq!(status, 400, "{body}");
+    let logs = deployment.stop();
+    let failed: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "delivery failed; not acknowledged")
+        .collect();
+    assert_eq!(failed.len(), 1, "{logs}");
+    assert!(
+        failed[0]["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Dataverse"),
+        "{logs}"
+    );
+    assert!(
+        failed[0]["fields"]["parked"]
+            .as_str()
+            .unwrap()
+            .starts_with("parking failed too"),
+        "{logs}"
+    );
+}

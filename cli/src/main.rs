@@ -45,6 +45,16 @@ enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Drains the parked deliveries: reads each one's current truth from its
+    /// source and applies it; deletes a record once applied or up to date.
+    Replay {
+        /// The parked queue's URL (default: PARKED_QUEUE_URL).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Show what would be done; change nothing, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Prints the pseudonym that stands for a Didomi organization_user_id in
     /// the functions' logs (keyed by log_pseudonym_key), to find its lines.
     Pseudonym {
@@ -120,6 +130,13 @@ async fn main() -> ExitCode {
                     }
                     WebhookCommand::Status { name } => webhook::status(&config, &name).await,
                 },
+            };
+            report::print(result, cli.json)
+        }
+        Command::Replay { queue, dry_run } => {
+            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
+                Err(reason) => Err(reason),
+                Ok(config) => consent_sync_cli::replay::run(&config, queue, dry_run).await,
             };
             report::print(result, cli.json)
         }

@@ -28,6 +28,12 @@ impl ConfigSource {
     /// The Secrets Manager secret named by `CONFIG_SECRET_ID`, with the AWS
     /// settings (region, credentials, `AWS_ENDPOINT_URL…`) from the environment.
     pub async fn from_env() -> Result<ConfigSource, ConfigError> {
+        let aws = aws_config::load_from_env().await;
+        Self::from_aws(&aws)
+    }
+
+    /// The same, with AWS settings already loaded (shared with other clients).
+    pub fn from_aws(aws: &aws_config::SdkConfig) -> Result<ConfigSource, ConfigError> {
         let secret_id = std::env::var(CONFIG_SECRET_ID)
             .ok()
             .filter(|v| !v.trim().is_empty())
@@ -35,9 +41,8 @@ impl ConfigSource {
                 name: CONFIG_SECRET_ID,
                 reason: "is required: set it to the name or ARN of the configuration secret".into(),
             })?;
-        let aws = aws_config::load_from_env().await;
         Ok(ConfigSource::SecretsManager {
-            client: aws_sdk_secretsmanager::Client::new(&aws),
+            client: aws_sdk_secretsmanager::Client::new(aws),
             secret_id,
         })
     }

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod logging;
 pub mod mapping;
 pub mod metrics;
+pub mod parking;
 pub mod retry;
 pub mod secret;
 pub mod time;

@@ -92,7 +92,9 @@ pub struct Deployment {
     pub proxy: crate::moto::CountingProxy,
     pub runtime: Arc<RuntimeApi>,
     pub function: FunctionProcess,
-    _moto: crate::moto::Moto,
+    /// The parked queue (`PARKED_QUEUE_URL`), in moto.
+    pub queue_url: String,
+    pub moto: crate::moto::Moto,
 }
 
 impl Deployment {
@@ -113,10 +115,12 @@ impl Deployment {
         let proxy = crate::moto::CountingProxy::start(&moto.url).await;
         moto.create_secret("consent-sync/config", &sim.config().to_string())
             .await;
+        let queue_url = moto.create_queue("consent-sync-parked").await;
         let runtime = Arc::new(RuntimeApi::start().await.unwrap());
         let mut function_env = vec![
             ("CONFIG_SECRET_ID", "consent-sync/config"),
             ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+            ("PARKED_QUEUE_URL", queue_url.as_str()),
         ];
         function_env.extend_from_slice(env);
         let function = FunctionProcess::start_binary(name, &runtime, &function_env);
@@ -125,7 +129,8 @@ impl Deployment {
             proxy,
             runtime,
             function,
-            _moto: moto,
+            queue_url,
+            moto,
         }
     }
 

@@ -93,6 +93,70 @@ impl Moto {
     }
 }
 
+impl Moto {
+    pub fn sqs_client(&self) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::config::Builder::new()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new(REGION))
+            .endpoint_url(&self.url)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    /// Creates a queue; its URL.
+    pub async fn create_queue(&self, name: &str) -> String {
+        self.sqs_client()
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap()
+    }
+
+    /// The bodies of the messages in a queue, left in it and visible.
+    pub async fn peek(&self, queue_url: &str) -> Vec<serde_json::Value> {
+        let client = self.sqs_client();
+        let mut bodies = Vec::new();
+        let mut receipts = Vec::new();
+        loop {
+            // Hidden while listing, so that each is received once.
+            let messages = client
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                bodies.push(serde_json::from_str(message.body().unwrap()).unwrap());
+                receipts.push(message.receipt_handle().unwrap().to_string());
+            }
+        }
+        for receipt in receipts {
+            client
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        }
+        bodies
+    }
+}
+
 /// Forwards requests to an upstream and counts the `GetSecretValue` calls.
 pub struct CountingProxy {
     pub url: String,

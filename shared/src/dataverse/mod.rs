@@ -70,6 +70,21 @@ impl DataverseError {
         }
     }
 
+    /// What a parked record says of this failure.
+    pub fn error_class(&self) -> &'static str {
+        match self {
+            DataverseError::Token(TokenError::Refused { status: 429, .. }) => "entra_throttled",
+            DataverseError::Token(_) => "entra_unavailable",
+            DataverseError::Unavailable(SendError {
+                kind: crate::retry::SendErrorKind::Timeout,
+                ..
+            }) => "dataverse_timeout",
+            DataverseError::Unavailable(_) => "dataverse_unavailable",
+            DataverseError::Api { status: 429, .. } => "dataverse_throttled",
+            DataverseError::Api { .. } | DataverseError::BadAnswer(_) => "dataverse_unavailable",
+        }
+    }
+
     /// The answer for a webhook that failed on this: 503 when trying again
     /// later may work (the sender redelivers), 502 when Dataverse refused
     /// what consent-sync sent, 500 when Entra ID refused the credentials —

@@ -26,6 +26,8 @@ pub struct RowChange {
     /// integration's application user.
     pub initiating_user_id: Option<String>,
     pub correlation_id: Option<String>,
+    /// When the operation ran, in ISO 8601 UTC.
+    pub operation_created_on: Option<String>,
     /// `Target`'s attributes: for an Update only the changed columns, for a
     /// Create every column that was set. `None` when Dataverse dropped it.
     pub target: Option<Map<String, Value>>,
@@ -46,6 +48,7 @@ struct RawContext {
     primary_entity_id: Option<String>,
     initiating_user_id: Option<String>,
     correlation_id: Option<String>,
+    operation_created_on: Option<String>,
     #[serde(default)]
     input_parameters: Option<Vec<KeyValue>>,
     #[serde(default)]
@@ -128,6 +131,7 @@ pub fn parse_row_change(body: &[u8]) -> Result<RowChange, ContextError> {
         entity_id,
         initiating_user_id: non_empty(raw.initiating_user_id),
         correlation_id: non_empty(raw.correlation_id),
+        operation_created_on: raw.operation_created_on.as_deref().and_then(wcf_date),
         target,
         post_image,
     })
@@ -191,6 +195,10 @@ mod tests {
         assert_eq!(change.message, "Update");
         assert_eq!(change.entity, "contact");
         assert_eq!(change.entity_id, "6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c");
+        assert_eq!(
+            change.operation_created_on.as_deref(),
+            Some("2026-11-27T10:15:30Z")
+        );
         assert_eq!(
             change.initiating_user_id.as_deref(),
             Some("75c2dd85-6a0b-4c1e-9d4f-2b3a4c5d6e7f")

@@ -37,6 +37,18 @@ pub enum DidomiError {
 }
 
 impl DidomiError {
+    /// What a parked record says of this failure.
+    pub fn error_class(&self) -> &'static str {
+        match self {
+            DidomiError::Unavailable(SendError {
+                kind: crate::retry::SendErrorKind::Timeout,
+                ..
+            }) => "didomi_timeout",
+            DidomiError::Api { status: 429, .. } => "didomi_throttled",
+            _ => "didomi_unavailable",
+        }
+    }
+
     /// True when the same request may succeed later (throttling, outages);
     /// false when Didomi refused what was sent.
     pub fn is_transient(&self) -> bool {
@@ -57,6 +69,8 @@ pub struct DidomiUser {
     pub organization_user_id: Option<String>,
     #[serde(default)]
     pub consents: Consents,
+    #[serde(default)]
+    pub updated_at: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -44,6 +44,9 @@ pub struct ConsentChange {
     /// When the change happened, in whole UTC seconds since the epoch: a
     /// user's `updated_at`, an event's `created_at`.
     pub changed_at: Option<i64>,
+    /// The entity's id and time as Didomi wrote them, for a parked record.
+    pub delivery_id: Option<String>,
+    pub delivery_time: Option<String>,
 }
 
 impl ConsentChange {
@@ -71,6 +74,7 @@ struct Envelope {
 
 #[derive(Deserialize)]
 struct UserEntity {
+    id: Option<String>,
     organization_user_id: Option<String>,
     consents: Option<Consents>,
     regulation: Option<String>,
@@ -79,6 +83,7 @@ struct UserEntity {
 
 #[derive(Deserialize)]
 struct EventEntity {
+    id: Option<String>,
     created_at: Option<String>,
     status: Option<String>,
     regulation: Option<String>,
@@ -161,6 +166,8 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
                     .updated_at
                     .as_deref()
                     .and_then(crate::time::parse_utc_seconds),
+                delivery_id: user.id,
+                delivery_time: user.updated_at,
             }
         }
         Scope::Event => {
@@ -177,6 +184,8 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
                     .created_at
                     .as_deref()
                     .and_then(crate::time::parse_utc_seconds),
+                delivery_id: event.id,
+                delivery_time: event.created_at,
             }
         }
     };

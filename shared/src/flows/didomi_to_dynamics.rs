@@ -13,6 +13,9 @@ use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
 use crate::mapping::columns_from_consents;
+use crate::parking::{
+    failure_response, now_utc, park_failure, ParkedDelivery, Parking, DIDOMI_TO_DYNAMICS,
+};
 use crate::retry::Deadline;
 use crate::time::{iso_utc, parse_utc_seconds};
 
@@ -22,6 +25,7 @@ use crate::time::{iso_utc, parse_utc_seconds};
 pub struct DidomiToDynamics {
     pub config: ConfigCache,
     pub dataverse: DataverseClient,
+    pub parking: Parking,
 }
 
 /// The result of a delivery that was handled.
@@ -74,8 +78,11 @@ impl DidomiToDynamics {
     /// secret itself is read on the first invocation.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let ttl = crate::config_source::cache_ttl_from_env()?;
-        let source = crate::config_source::ConfigSource::from_env().await?;
-        Ok(Self::new(source, ttl))
+        let aws = aws_config::load_from_env().await;
+        let source = crate::config_source::ConfigSource::from_aws(&aws)?;
+        let mut function = Self::new(source, ttl);
+        function.parking = Parking::from_env(&aws);
+        Ok(function)
     }
 
     pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
@@ -85,6 +92,7 @@ impl DidomiToDynamics {
                 crate::http_client(),
                 crate::retry::RetryPolicy::default(),
             ),
+            parking: Parking::disabled(),
         }
     }
 
@@ -131,15 +139,27 @@ impl DidomiToDynamics {
                 );
                 let status = error.http_status();
                 crate::metrics::count("failed");
+                let record = ParkedDelivery {
+                    direction: DIDOMI_TO_DYNAMICS.into(),
+                    organization_user_id: change.organization_user_id.clone(),
+                    contact_id: None,
+                    delivery_id: change.delivery_id.clone(),
+                    delivery_time: change.delivery_time.clone(),
+                    error_class: error.error_class().into(),
+                    parked_at: now_utc(),
+                };
+                let parked = park_failure(&self.parking, error.is_transient(), record).await;
                 tracing::error!(
                     kind = %change.kind,
                     user = user.as_deref().unwrap_or("-"),
                     status,
                     error = %message,
+                    error_class = error.error_class(),
+                    parked = %parked.describe(),
                     duration_ms = started.elapsed().as_millis() as u64,
                     "delivery failed; not acknowledged"
                 );
-                Ok(Rejection::new(status, message).into())
+                Ok(failure_response(status, &message, &parked))
             }
         }
     }

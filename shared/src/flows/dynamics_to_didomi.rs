@@ -19,6 +19,9 @@ use crate::gateway::{
     authenticate_key, body_bytes, header, json_response, require_post, Rejection,
 };
 use crate::mapping::{columns_for_changes, consents_from_columns};
+use crate::parking::{
+    failure_response, now_utc, park_failure, ParkedDelivery, Parking, DYNAMICS_TO_DIDOMI,
+};
 use crate::retry::Deadline;
 use crate::token::dataverse_token_key;
 
@@ -30,6 +33,7 @@ pub struct DynamicsToDidomi {
     pub config: ConfigCache,
     pub dataverse: DataverseClient,
     pub didomi: DidomiClient,
+    pub parking: Parking,
     /// `WhoAmI`'s `UserId` for the credentials it was asked with.
     own_user: Mutex<Option<(u64, String)>>,
 }
@@ -80,6 +84,20 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Dataverse(e) => e.is_transient(),
+            SyncError::Didomi(e) => e.is_transient(),
+        }
+    }
+
+    pub fn error_class(&self) -> &'static str {
+        match self {
+            SyncError::Dataverse(e) => e.error_class(),
+            SyncError::Didomi(e) => e.error_class(),
+        }
+    }
+
     /// 503 when a later attempt may work, 502 when a service refused what
     /// consent-sync sent (or Entra ID the credentials: 500).
     pub fn http_status(&self) -> u16 {
@@ -96,8 +114,11 @@ impl DynamicsToDidomi {
     /// itself is read on the first invocation.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let ttl = crate::config_source::cache_ttl_from_env()?;
-        let source = crate::config_source::ConfigSource::from_env().await?;
-        Ok(Self::new(source, ttl))
+        let aws = aws_config::load_from_env().await;
+        let source = crate::config_source::ConfigSource::from_aws(&aws)?;
+        let mut function = Self::new(source, ttl);
+        function.parking = Parking::from_env(&aws);
+        Ok(function)
     }
 
     pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
@@ -106,6 +127,7 @@ impl DynamicsToDidomi {
             config: ConfigCache::new(source, ttl),
             dataverse: DataverseClient::new(http.clone(), crate::RetryPolicy::default()),
             didomi: DidomiClient::new(http, crate::RetryPolicy::default()),
+            parking: Parking::disabled(),
             own_user: Mutex::new(None),
         }
     }
@@ -175,7 +197,19 @@ impl DynamicsToDidomi {
                     pseudonyms.redact(&error.to_string(), user.as_deref().unwrap_or_default());
                 let status = error.http_status();
                 crate::metrics::count("failed");
+                let record = ParkedDelivery {
+                    direction: DYNAMICS_TO_DIDOMI.into(),
+                    organization_user_id: None,
+                    contact_id: Some(change.entity_id.clone()),
+                    delivery_id: change.correlation_id.clone(),
+                    delivery_time: change.operation_created_on.clone(),
+                    error_class: error.error_class().into(),
+                    parked_at: now_utc(),
+                };
+                let parked = park_failure(&self.parking, error.is_transient(), record).await;
                 tracing::error!(
+                    error_class = error.error_class(),
+                    parked = %parked.describe(),
                     message_name = %change.message,
                     entity = %change.entity,
                     user = user.as_deref().map(|id| pseudonyms.of(id)).as_deref().unwrap_or("-"),
@@ -184,7 +218,7 @@ impl DynamicsToDidomi {
                     duration_ms = started.elapsed().as_millis() as u64,
                     "change failed; not acknowledged"
                 );
-                Ok(Rejection::new(status, message).into())
+                Ok(failure_response(status, &message, &parked))
             }
         }
     }

@@ -1,0 +1,178 @@
+//! Parking: a delivery given up on for a reason that may pass (a service
+//! unavailable or throttling after retries, the deadline) is recorded in an
+//! SQS queue, so that `consent-sync replay` can bring its contact or user in
+//! line later. The record names what to look at again, never the consent
+//! values: a replay reads the current truth from the source.
+
+use serde::{Deserialize, Serialize};
+
+pub const PARKED_QUEUE_URL: &str = "PARKED_QUEUE_URL";
+pub const DIDOMI_TO_DYNAMICS: &str = "didomi-to-dynamics";
+pub const DYNAMICS_TO_DIDOMI: &str = "dynamics-to-didomi";
+
+/// One parked delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedDelivery {
+    /// `didomi-to-dynamics` or `dynamics-to-didomi`.
+    pub direction: String,
+    /// Didomi → Dynamics: the user to read again from Didomi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_user_id: Option<String>,
+    /// Dynamics → Didomi: the contact to read again from Dataverse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    /// The delivery's own id (Didomi entity id, Dataverse correlation id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+    /// The delivery's own time, as the sender wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_time: Option<String>,
+    /// Why it was given up on, e.g. `dataverse_unavailable`, `didomi_throttled`, `deadline`.
+    pub error_class: String,
+    pub parked_at: String,
+}
+
+/// The queue, when `PARKED_QUEUE_URL` is set.
+#[derive(Debug, Clone)]
+pub struct Parking {
+    queue: Option<(aws_sdk_sqs::Client, String)>,
+}
+
+impl Parking {
+    pub fn disabled() -> Self {
+        Parking { queue: None }
+    }
+
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Parking {
+            queue: Some((client, queue_url.into())),
+        }
+    }
+
+    /// From `PARKED_QUEUE_URL`; unset or empty: nothing is parked.
+    pub fn from_env(aws: &aws_config::SdkConfig) -> Self {
+        match std::env::var(PARKED_QUEUE_URL) {
+            Ok(url) if !url.trim().is_empty() => {
+                Self::new(aws_sdk_sqs::Client::new(aws), url.trim())
+            }
+            _ => Self::disabled(),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Records `delivery`. `Ok(false)` when parking is off; an error says
+    /// why the queue refused it.
+    pub async fn park(&self, delivery: &ParkedDelivery) -> Result<bool, String> {
+        let Some((client, url)) = &self.queue else {
+            return Ok(false);
+        };
+        let body = serde_json::to_string(delivery).map_err(|e| e.to_string())?;
+        client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+        Ok(true)
+    }
+}
+
+/// Parks a delivery that failed for a reason that may pass, and says how
+/// that went: for the log and the answer, which stays a failure either way.
+pub async fn park_failure(parking: &Parking, transient: bool, record: ParkedDelivery) -> Parked {
+    if !transient {
+        return Parked::NotParkable;
+    }
+    match parking.park(&record).await {
+        Ok(true) => Parked::Yes,
+        Ok(false) => Parked::Off,
+        Err(error) => Parked::Failed(error),
+    }
+}
+
+/// What became of a failed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parked {
+    /// Recorded in the queue for `consent-sync replay`.
+    Yes,
+    /// `PARKED_QUEUE_URL` is not set.
+    Off,
+    /// The request was refused (a 4xx or a configuration problem): a replay
+    /// would fail the same way.
+    NotParkable,
+    /// The queue refused the record; the delivery rests on the sender's retries.
+    Failed(String),
+}
+
+impl Parked {
+    pub fn is_parked(&self) -> bool {
+        *self == Parked::Yes
+    }
+
+    /// For the log line.
+    pub fn describe(&self) -> String {
+        match self {
+            Parked::Yes => "parked for replay".into(),
+            Parked::Off => "not parked (PARKED_QUEUE_URL unset)".into(),
+            Parked::NotParkable => "not parked (not a passing failure)".into(),
+            Parked::Failed(error) => format!("parking failed too: {error}"),
+        }
+    }
+}
+
+/// The answer to a failed delivery: `{"error": …, "parked": …}`.
+pub fn failure_response(
+    status: u16,
+    message: &str,
+    parked: &Parked,
+) -> aws_lambda_events::apigw::ApiGatewayV2httpResponse {
+    crate::gateway::json_response(
+        status,
+        &serde_json::json!({"error": message, "parked": parked.is_parked()}),
+    )
+}
+
+/// Now, to the second, in UTC.
+pub fn now_utc() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    crate::time::iso_utc(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_names_what_to_read_again_and_no_consent_values() {
+        let record = ParkedDelivery {
+            direction: DIDOMI_TO_DYNAMICS.into(),
+            organization_user_id: Some("jane@example.com".into()),
+            contact_id: None,
+            delivery_id: Some("0c1e8b1a".into()),
+            delivery_time: Some("2026-11-26T10:05:33.421Z".into()),
+            error_class: "dataverse_unavailable".into(),
+            parked_at: "2026-11-26T10:06:00Z".into(),
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "direction": "didomi-to-dynamics",
+                "organization_user_id": "jane@example.com",
+                "delivery_id": "0c1e8b1a",
+                "delivery_time": "2026-11-26T10:05:33.421Z",
+                "error_class": "dataverse_unavailable",
+                "parked_at": "2026-11-26T10:06:00Z"
+            })
+        );
+        let back: ParkedDelivery = serde_json::from_value(json).unwrap();
+        assert_eq!(back, record);
+    }
+}
