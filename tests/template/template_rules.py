@@ -97,6 +97,29 @@ def secret_access(template):
     return violations
 
 
+def queue_access(template):
+    """Every function that parks (PARKED_QUEUE_URL) may send to that queue."""
+    violations = []
+    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {})
+    default = globals_env.get("Variables", {}).get("PARKED_QUEUE_URL")
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        own = function.get("Properties", {}).get("Environment", {}).get("Variables", {}).get("PARKED_QUEUE_URL")
+        queue = own or default
+        if not (isinstance(queue, dict) and "Ref" in queue):
+            continue
+        arn = {"Fn::GetAtt": [queue["Ref"], "Arn"]}
+        grants = [
+            s
+            for where, s in statements({"Resources": {name: function}})
+            if s.get("Effect") == "Allow"
+            and "sqs:SendMessage" in as_list(s.get("Action", []))
+            and arn in as_list(s.get("Resource", []))
+        ]
+        if not grants:
+            violations.append(f"{name}: no sqs:SendMessage on its parked queue")
+    return violations
+
+
 def route_auth(template):
     """Every HTTP API has a JWT default authorizer; only the header-checked
     route opts out, and it leads to the function that checks the header."""
@@ -123,7 +146,7 @@ def route_auth(template):
 
 
 def check(template):
-    return wildcards(template) + secret_access(template) + route_auth(template)
+    return wildcards(template) + secret_access(template) + queue_access(template) + route_auth(template)
 
 
 def planted(template, change):

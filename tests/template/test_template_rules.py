@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from template_rules import check, load, planted, route_auth, secret_access, wildcards
+from template_rules import check, load, planted, queue_access, route_auth, secret_access, wildcards
 
 TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "template.yaml")
 
@@ -84,3 +84,12 @@ def test_a_route_that_loses_its_authentication_fails(template):
     def implicit_api(t):
         del t["Resources"]["DidomiToDynamicsFunction"]["Properties"]["Events"]["Delivery"]["Properties"]["ApiId"]
     assert len(route_auth(planted(template, implicit_api))) == 1
+
+
+def test_a_function_that_cannot_park_fails(template):
+    def drop(t):
+        statements = statements_of(t, "DidomiToDynamicsFunction")
+        statements[:] = [s for s in statements if s["Action"] != "sqs:SendMessage"]
+    assert queue_access(planted(template, drop)) == [
+        "DidomiToDynamicsFunction: no sqs:SendMessage on its parked queue"
+    ]
