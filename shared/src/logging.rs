@@ -104,6 +104,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_templates_rust_log_directives_parse() {
+        // template.yaml sets RUST_LOG to "<LogLevel>,…" with LogLevel in upper case.
+        for level in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] {
+            let directives =
+                format!("{level},aws_config=warn,aws_smithy_runtime=warn,hyper_util=warn");
+            let filter = EnvFilter::try_new(&directives).unwrap();
+            assert_eq!(
+                filter.max_level_hint(),
+                Some(
+                    level
+                        .parse::<tracing_subscriber::filter::LevelFilter>()
+                        .unwrap()
+                )
+                .map(|l| l.max(tracing_subscriber::filter::LevelFilter::WARN)),
+                "{directives}"
+            );
+        }
+    }
+
+    #[test]
     fn hmac_matches_rfc_4231() {
         let digest = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
