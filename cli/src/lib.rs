@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod local;
+pub mod reconcile;
 pub mod replay;
 pub mod report;
 pub mod webhook;

@@ -55,6 +55,20 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compares every Didomi user with the contacts of the same key and
+    /// reports what differs per column; with --apply, writes the chosen
+    /// side's state to the other.
+    Reconcile {
+        /// The side whose state is the truth.
+        #[arg(long, value_enum, default_value = "didomi")]
+        from: Side,
+        /// Write the differences (default: report only).
+        #[arg(long)]
+        apply: bool,
+        /// Handle at most N differing contacts (a first trial run).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Prints the pseudonym that stands for a Didomi organization_user_id in
     /// the functions' logs (keyed by log_pseudonym_key), to find its lines.
     Pseudonym {
@@ -66,6 +80,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Side {
+    Didomi,
+    Dynamics,
 }
 
 #[derive(Subcommand)]
@@ -137,6 +157,21 @@ async fn main() -> ExitCode {
             let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
                 Err(reason) => Err(reason),
                 Ok(config) => consent_sync_cli::replay::run(&config, queue, dry_run).await,
+            };
+            report::print(result, cli.json)
+        }
+        Command::Reconcile { from, apply, limit } => {
+            let options = consent_sync_cli::reconcile::Options {
+                from: match from {
+                    Side::Didomi => consent_sync_cli::reconcile::From::Didomi,
+                    Side::Dynamics => consent_sync_cli::reconcile::From::Dynamics,
+                },
+                apply,
+                limit,
+            };
+            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
+                Err(reason) => Err(reason),
+                Ok(config) => consent_sync_cli::reconcile::run(&config, options).await,
             };
             report::print(result, cli.json)
         }

@@ -190,7 +190,7 @@ pub fn serve(
             "OrganizationId": "00000000-0000-0000-0000-0000000000f1"
         }))
         .into_response(),
-        (&Method::GET, "contacts") => query_contacts(state, &params),
+        (&Method::GET, "contacts") => query_contacts(state, &params, headers),
         (&Method::POST, "contacts") => create_contact(state, body, &user),
         (method, path) => match path.strip_prefix("contacts(").and_then(|p| p.strip_suffix(')')) {
             Some(id) if method == Method::GET => get_contact(state, id, &params),
@@ -273,13 +273,35 @@ fn parse_filter(filter: &str) -> Result<(String, String), String> {
     Ok((column.to_string(), value))
 }
 
-fn query_contacts(state: &SimState, params: &HashMap<String, String>) -> Response {
+/// Rows per page without `Prefer: odata.maxpagesize`, as Dataverse pages.
+const MAX_PAGE_SIZE: usize = 5000;
+
+fn query_contacts(
+    state: &SimState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
     let columns = match select(state, params) {
         Ok(columns) => columns,
         Err(response) => return response,
     };
+    let not_null = params
+        .get("$filter")
+        .and_then(|f| f.trim().strip_suffix(" ne null"))
+        .map(str::trim);
     let matches: Vec<&Map<String, Value>> = match params.get("$filter") {
         None => state.contacts.iter().collect(),
+        Some(_) if not_null.is_some() => {
+            let column = not_null.unwrap_or_default();
+            if !state.columns.contains_key(column) {
+                return no_property(column);
+            }
+            state
+                .contacts
+                .iter()
+                .filter(|row| row.get(column).is_some_and(|v| !v.is_null()))
+                .collect()
+        }
         Some(filter) => {
             let (column, value) = match parse_filter(filter) {
                 Ok(parsed) => parsed,
@@ -302,11 +324,63 @@ fn query_contacts(state: &SimState, params: &HashMap<String, String>) -> Respons
         }
     };
     let context_columns = columns.as_ref().map(|c| c.join(",")).unwrap_or_default();
-    axum::Json(json!({
+    // Paging: `Prefer: odata.maxpagesize=N` (at most 5000), an opaque
+    // `$skiptoken` in `@odata.nextLink` to follow as given.
+    let requested = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|p| {
+            p.split(',')
+                .find_map(|part| part.trim().strip_prefix("odata.maxpagesize="))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        });
+    let page_size = requested.unwrap_or(MAX_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
+    let start = match params.get("$skiptoken") {
+        None => 0,
+        Some(token) => match token
+            .strip_prefix("<cookie pagenumber=\"")
+            .and_then(|t| t.split('"').next())
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(page) => page.saturating_sub(1) * page_size,
+            None => return odata_error(400, "0x80060888", "The $skiptoken is not valid."),
+        },
+    };
+    let page: Vec<Value> = matches
+        .iter()
+        .skip(start)
+        .take(page_size)
+        .map(|row| project(state, row, &columns))
+        .collect();
+    let mut body = json!({
         "@odata.context": format!("{}{API_PATH}/$metadata#contacts({context_columns})", state.base_url),
-        "value": matches.iter().map(|row| project(state, row, &columns)).collect::<Vec<_>>()
-    }))
-    .into_response()
+        "value": page
+    });
+    if start + page_size < matches.len() {
+        let mut query: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| *k != "$skiptoken")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        query.sort();
+        let next_page = start / page_size + 2;
+        query.push((
+            "$skiptoken".into(),
+            format!("<cookie pagenumber=\"{next_page}\" istracking=\"False\" />"),
+        ));
+        let encoded: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        body["@odata.nextLink"] = json!(format!("{}{API_PATH}/contacts?{encoded}", state.base_url));
+    }
+    let mut response = axum::Json(body).into_response();
+    if let Some(size) = requested {
+        response.headers_mut().insert(
+            "Preference-Applied",
+            HeaderValue::from_str(&format!("odata.maxpagesize={size}")).expect("ascii"),
+        );
+    }
+    response
 }
 
 fn does_not_exist(id: &str) -> Response {

@@ -178,6 +178,18 @@ impl Dataverse<'_> {
         body: Option<&Value>,
         replay: Replay,
     ) -> Result<Response, DataverseError> {
+        self.send_with(method, url, body, replay, None).await
+    }
+
+    /// `send`, with an optional `Prefer` header.
+    async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        replay: Replay,
+        prefer: Option<&str>,
+    ) -> Result<Response, DataverseError> {
         let mut refreshed = false;
         loop {
             let token = self.token().await?;
@@ -196,6 +208,9 @@ impl Dataverse<'_> {
                     if method == Method::PATCH {
                         // Update only: never create a contact by accident.
                         request = request.header("If-Match", "*");
+                    }
+                    if let Some(prefer) = prefer {
+                        request = request.header("Prefer", prefer);
                     }
                     if let Some(body) = body {
                         request = request.json(body);
@@ -380,6 +395,76 @@ impl Dataverse<'_> {
             Ok(_) | Err(DataverseError::Api { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// One page of the contacts that have a key value, with `columns`:
+    /// the first page when `next` is `None`, else the `@odata.nextLink` of
+    /// the previous page, followed as given. Returns the page's contacts
+    /// (with the key column among their columns) and the next link.
+    pub async fn contacts_page(
+        &self,
+        next: Option<&str>,
+        columns: &[&str],
+        page_size: usize,
+    ) -> Result<(Vec<Contact>, Option<String>), DataverseError> {
+        let url = match next {
+            // The link carries our token's audience: follow it only to the
+            // environment itself.
+            Some(link)
+                if link.starts_with(&format!("{}{API_PATH}/", self.config.server_instance)) =>
+            {
+                link.to_string()
+            }
+            Some(_) => {
+                return Err(DataverseError::BadAnswer(
+                    "an @odata.nextLink points outside the environment".into(),
+                ))
+            }
+            None => {
+                let mut select = vec!["contactid", self.config.contact_key.as_str()];
+                for column in columns {
+                    if !select.contains(column) {
+                        select.push(column);
+                    }
+                }
+                format!(
+                    "{}?$select={}&$filter={}",
+                    self.url("contacts"),
+                    encode_query_value(&select.join(",")),
+                    encode_query_value(&format!("{} ne null", self.config.contact_key))
+                )
+            }
+        };
+        let prefer = format!("odata.maxpagesize={page_size}");
+        let response = self
+            .send_with(Method::GET, &url, None, Replay::Safe, Some(&prefer))
+            .await?;
+        let mut page: Map<String, Value> = response.json().await.map_err(|_| {
+            DataverseError::BadAnswer("a contacts page is not an OData collection".into())
+        })?;
+        let next = page
+            .remove("@odata.nextLink")
+            .and_then(|v| v.as_str().map(str::to_string));
+        let rows: Rows = serde_json::from_value(Value::Object(page)).map_err(|_| {
+            DataverseError::BadAnswer("a contacts page is not an OData collection".into())
+        })?;
+        let contacts = rows
+            .value
+            .into_iter()
+            .map(|mut row| {
+                let id = match row.remove("contactid") {
+                    Some(Value::String(id)) => id,
+                    _ => {
+                        return Err(DataverseError::BadAnswer(
+                            "a contact row has no contactid".into(),
+                        ))
+                    }
+                };
+                row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
+                Ok(Contact { id, columns: row })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((contacts, next))
     }
 
     /// The id of the user this application acts as.

@@ -77,6 +77,8 @@ pub struct DidomiUser {
 struct Users {
     #[serde(default)]
     data: Vec<DidomiUser>,
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +304,23 @@ impl Didomi<'_> {
             DidomiError::BadAnswer("GET /consents/users returned no `data` list".into())
         })?;
         Ok(users.data.into_iter().next())
+    }
+
+    /// One page of all users (100, as Didomi pages them): the first when
+    /// `cursor` is `None`; the answer's cursor is `None` on the last page.
+    pub async fn users_page(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<DidomiUser>, Option<String>), DidomiError> {
+        let mut url = self.url(&format!("consents/users?{}", self.organization_query()));
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&$cursor={}", encode_query_value(cursor)));
+        }
+        let response = self.send(Method::GET, &url, None).await?;
+        let users: Users = response.json().await.map_err(|_| {
+            DidomiError::BadAnswer("GET /consents/users returned no `data` list".into())
+        })?;
+        Ok((users.data, users.cursor.filter(|c| !c.is_empty())))
     }
 
     /// Opens a session: proves the API key and secret work.
