@@ -3,55 +3,17 @@
 
 use consent_sync::Config;
 use consent_sync_cli::reconcile::{run, From, Options};
-use consent_sync_sim::{DidomiUser, Identity, Simulator};
-use serde_json::{json, Map, Value};
+use consent_sync_sim::{Identity, Simulator};
+use serde_json::{json, Value};
 
 const CONTACTS: usize = 20_000;
 
 fn contact_id(i: usize) -> String {
-    format!("{i:08x}-0000-4000-8000-{i:012x}")
+    consent_sync_tests::numbered_contact_id(i)
 }
 
-/// Every contact opted in or out of marketing by parity; Didomi agrees
-/// except for every 20th (1,000 of 20,000). Every 7th Didomi id differs
-/// from the contact's key in case only.
 async fn seeded() -> (Simulator, Config) {
-    let contacts = (0..CONTACTS)
-        .map(|i| {
-            let mut row = Map::new();
-            row.insert("contactid".into(), json!(contact_id(i)));
-            row.insert(
-                "emailaddress1".into(),
-                json!(format!("user{i}@example.com")),
-            );
-            row.insert("donotbulkemail".into(), json!(i % 2 == 0));
-            row
-        })
-        .collect();
-    let sim = Simulator::start(Identity::default(), contacts)
-        .await
-        .unwrap();
-    {
-        let mut state = sim.state();
-        for i in 0..CONTACTS {
-            let opted_in = (i % 2 == 1) != (i % 20 == 0);
-            let id = if i % 7 == 0 {
-                format!("User{i}@Example.com")
-            } else {
-                format!("user{i}@example.com")
-            };
-            state.didomi.users.push(DidomiUser {
-                id: format!("didomi-{i}"),
-                organization_user_id: id,
-                consents: json!({"purposes": [{"id": "marketing", "enabled": opted_in}]})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-                created_at: "2026-11-01T00:00:00.000Z".into(),
-                updated_at: "2026-11-01T00:00:00.000Z".into(),
-            });
-        }
-    }
+    let sim = consent_sync_tests::reconcile_simulator(CONTACTS).await;
     let config = Config::from_json(&sim.config().to_string()).unwrap();
     (sim, config)
 }

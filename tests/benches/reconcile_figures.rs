@@ -8,13 +8,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use consent_sync_sim::{DidomiUser, Identity, Simulator};
 use consent_sync_tests::binary;
-use serde_json::{json, Map, Value};
-
-fn contact_id(i: usize) -> String {
-    format!("{i:08x}-0000-4000-8000-{i:012x}")
-}
+use serde_json::Value;
 
 /// Runs the CLI, polling its peak resident memory; (wall time, peak kB, JSON).
 fn reconcile(config: &std::path::Path, args: &[&str]) -> (Duration, u64, Value) {
@@ -59,36 +54,7 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(20_000);
-    let contacts = (0..count)
-        .map(|i| {
-            let mut row = Map::new();
-            row.insert("contactid".into(), json!(contact_id(i)));
-            row.insert(
-                "emailaddress1".into(),
-                json!(format!("user{i}@example.com")),
-            );
-            row.insert("donotbulkemail".into(), json!(i % 2 == 0));
-            row
-        })
-        .collect();
-    let sim = Simulator::start(Identity::default(), contacts)
-        .await
-        .unwrap();
-    {
-        let mut state = sim.state();
-        for i in 0..count {
-            state.didomi.users.push(DidomiUser {
-                id: format!("didomi-{i}"),
-                organization_user_id: format!("user{i}@example.com"),
-                consents: json!({"purposes": [{"id": "marketing", "enabled": (i % 2 == 1) != (i % 20 == 0)}]})
-                    .as_object()
-                    .cloned()
-                    .unwrap(),
-                created_at: "2026-11-01T00:00:00.000Z".into(),
-                updated_at: "2026-11-01T00:00:00.000Z".into(),
-            });
-        }
-    }
+    let sim = consent_sync_tests::reconcile_simulator(count).await;
     let path = std::env::temp_dir().join(format!(
         "consent-sync-reconcile-{}.json",
         std::process::id()

@@ -212,3 +212,53 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     assert!(path.exists(), "{} not found", path.display());
     path
 }
+
+/// The id of the `i`th contact of [`reconcile_simulator`].
+pub fn numbered_contact_id(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-{i:012x}")
+}
+
+/// A simulator with `count` contacts and as many Didomi users: each contact
+/// opted in or out of marketing by parity, Didomi agreeing except for every
+/// 20th (one in twenty differs); every 7th Didomi id differs from the
+/// contact's key in case only.
+pub async fn reconcile_simulator(count: usize) -> Simulator {
+    let contacts = (0..count)
+        .map(|i| {
+            let mut row = serde_json::Map::new();
+            row.insert("contactid".into(), Value::String(numbered_contact_id(i)));
+            row.insert(
+                "emailaddress1".into(),
+                Value::String(format!("user{i}@example.com")),
+            );
+            row.insert("donotbulkemail".into(), Value::Bool(i % 2 == 0));
+            row
+        })
+        .collect();
+    let sim = Simulator::start(Identity::default(), contacts)
+        .await
+        .unwrap();
+    {
+        let mut state = sim.state();
+        for i in 0..count {
+            let opted_in = (i % 2 == 1) != (i % 20 == 0);
+            let id = if i % 7 == 0 {
+                format!("User{i}@Example.com")
+            } else {
+                format!("user{i}@example.com")
+            };
+            state.didomi.users.push(consent_sync_sim::DidomiUser {
+                id: format!("didomi-{i}"),
+                organization_user_id: id,
+                consents:
+                    serde_json::json!({"purposes": [{"id": "marketing", "enabled": opted_in}]})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                created_at: "2026-11-01T00:00:00.000Z".into(),
+                updated_at: "2026-11-01T00:00:00.000Z".into(),
+            });
+        }
+    }
+    sim
+}

@@ -252,21 +252,7 @@ impl Dataverse<'_> {
                 "the contacts query did not return an OData collection".into(),
             )
         })?;
-        rows.value
-            .into_iter()
-            .map(|mut row| {
-                let id = match row.remove("contactid") {
-                    Some(Value::String(id)) => id,
-                    _ => {
-                        return Err(DataverseError::BadAnswer(
-                            "a contact row has no contactid".into(),
-                        ))
-                    }
-                };
-                row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
-                Ok(Contact { id, columns: row })
-            })
-            .collect()
+        rows.value.into_iter().map(contact_of).collect()
     }
 
     /// Writes `changes` to an existing contact (404 when it is gone).
@@ -451,18 +437,7 @@ impl Dataverse<'_> {
         let contacts = rows
             .value
             .into_iter()
-            .map(|mut row| {
-                let id = match row.remove("contactid") {
-                    Some(Value::String(id)) => id,
-                    _ => {
-                        return Err(DataverseError::BadAnswer(
-                            "a contact row has no contactid".into(),
-                        ))
-                    }
-                };
-                row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
-                Ok(Contact { id, columns: row })
-            })
+            .map(contact_of)
             .collect::<Result<_, _>>()?;
         Ok((contacts, next))
     }
@@ -478,6 +453,21 @@ impl Dataverse<'_> {
             .map_err(|_| DataverseError::BadAnswer("WhoAmI returned no UserId".into()))?;
         Ok(who.user_id)
     }
+}
+
+/// A contact row as the Web API returns it: its id, and its columns
+/// without the OData annotations.
+fn contact_of(mut row: Map<String, Value>) -> Result<Contact, DataverseError> {
+    let id = match row.remove("contactid") {
+        Some(Value::String(id)) => id,
+        _ => {
+            return Err(DataverseError::BadAnswer(
+                "a contact row has no contactid".into(),
+            ))
+        }
+    };
+    row.retain(|k, _| !k.starts_with('@') && !k.contains("@OData"));
+    Ok(Contact { id, columns: row })
 }
 
 /// A GUID as it may appear in a URL path; anything else is refused here
