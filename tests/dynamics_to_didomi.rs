@@ -157,6 +157,25 @@ async fn given_a_created_contact_when_dataverse_posts_the_create_then_every_mapp
 }
 
 #[tokio::test]
+async fn given_a_created_contact_when_its_author_set_no_consent_column_then_defaults_are_not_sent()
+{
+    let fixture = ReverseFixture::new(|_| {}).await;
+    let mut context: Value =
+        serde_json::from_str(&sample("dynamics-contact-created.json")).unwrap();
+    // Only the name and the address were set; the image shows Dataverse's defaults.
+    context["InputParameters"][0]["value"]["Attributes"] = json!([
+        {"key": "firstname", "value": "Ada"},
+        {"key": "emailaddress1", "value": "ada@example.com"}
+    ]);
+
+    let (status, body) = fixture.deliver(&post(&context.to_string())).await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "skipped", "{body}");
+    assert_eq!(fixture.sim.didomi_events(), Vec::<Value>::new());
+}
+
+#[tokio::test]
 async fn given_dataverse_dropped_the_target_when_the_size_was_exceeded_then_the_contact_is_read() {
     let fixture = ReverseFixture::new(|_| {}).await;
     fixture

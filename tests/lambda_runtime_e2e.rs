@@ -391,20 +391,25 @@ async fn with_dataverse_down_every_failed_delivery_is_parked_and_replay_applies_
             .didomi
             .user_mut("o'brien+news&co@example.com")
             .consents = json!({
-            "purposes": [{"id": "marketing", "enabled": false}]
+            "purposes": [{"id": "marketing", "enabled": false}],
+            "channels": [{"id": "sms", "enabled": true}]
         })
         .as_object()
         .cloned()
         .unwrap();
     }
-    // And one change of Jane's contact that did not reach Didomi.
+    // And one change of O'Brien's contact that did not reach Didomi: a
+    // person set "do not phone", which flows to Didomi only.
+    deployment
+        .sim
+        .set_contact_columns(consent_sync_tests::OBRIEN, json!({"donotphone": true}));
     deployment
         .moto
         .sqs_client()
         .send_message()
         .queue_url(&deployment.queue_url)
         .message_body(
-            json!({"direction": "dynamics-to-didomi", "contact_id": JANE,
+            json!({"direction": "dynamics-to-didomi", "contact_id": consent_sync_tests::OBRIEN,
                    "error_class": "didomi_unavailable", "parked_at": "2026-11-26T10:06:00Z"})
             .to_string(),
         )
@@ -462,7 +467,11 @@ async fn with_dataverse_down_every_failed_delivery_is_parked_and_replay_applies_
     assert_eq!(events.len(), 1, "the parked contact change reached Didomi");
     assert_eq!(
         events[0]["user"]["organization_user_id"],
-        "jane.doe@example.com"
+        "o'brien+news&co@example.com"
+    );
+    assert_eq!(
+        events[0]["consents"]["channels"],
+        json!([{"id": "sms", "enabled": false}])
     );
     assert_eq!(events[0]["delegate"]["id"], "consent-sync");
     assert_eq!(

@@ -11,11 +11,11 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use consent_sync::dataverse::{Contact, DataverseClient};
-use consent_sync::didomi::client::DidomiUser;
 use consent_sync::didomi::DidomiClient;
 use consent_sync::didomi_to_dynamics::differences;
 use consent_sync::mapping::{
-    columns_for_changes, columns_from_consents, consents_from_columns, Direction, Mapping,
+    columns_differing_from_didomi, columns_for_changes, columns_from_consents,
+    consents_from_columns,
 };
 use consent_sync::{Config, Deadline, RetryPolicy};
 use serde_json::{json, Map, Value};
@@ -66,20 +66,6 @@ struct Tally {
     failed: Vec<String>,
 }
 
-/// The mappings towards Didomi, read as if they flowed to Dynamics: what
-/// the contact's columns would be if they followed Didomi.
-fn didomi_view(mappings: &[Mapping]) -> Vec<Mapping> {
-    mappings
-        .iter()
-        .filter(|m| m.direction.to_didomi())
-        .cloned()
-        .map(|mut m| {
-            m.direction = Direction::Both;
-            m
-        })
-        .collect()
-}
-
 pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
     let started = Instant::now();
     let http = consent_sync::http_client();
@@ -128,7 +114,6 @@ pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
         eprintln!();
     }
 
-    let reverse = didomi_view(&config.mappings);
     let mut cursor: Option<String> = None;
     'users: loop {
         let (users, next_cursor) = didomi_client
@@ -171,7 +156,11 @@ pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
                         &columns_from_consents(&config.mappings, &user.consents),
                         &contact.columns,
                     ),
-                    From::Dynamics => dynamics_differences(&reverse, &user, &contact),
+                    From::Dynamics => columns_differing_from_didomi(
+                        &config.mappings,
+                        &user.consents,
+                        &contact.columns,
+                    ),
                 };
                 if changes.is_empty() {
                     continue;
@@ -228,25 +217,6 @@ pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
         contacts_without_user,
         started.elapsed(),
     ))
-}
-
-/// The contact's columns towards Didomi that differ from a choice Didomi
-/// holds. A column Didomi has no choice for is not compared: a CRM default
-/// (a boolean is `false` until someone sets it) is not a consent.
-fn dynamics_differences(
-    reverse: &[Mapping],
-    user: &DidomiUser,
-    contact: &Contact,
-) -> Map<String, Value> {
-    let didomi = columns_from_consents(reverse, &user.consents);
-    reverse
-        .iter()
-        .filter_map(|m| {
-            let value = contact.columns.get(&m.column).filter(|v| !v.is_null())?;
-            let recorded = didomi.get(&m.column)?;
-            (recorded != value).then(|| (m.column.clone(), value.clone()))
-        })
-        .collect()
 }
 
 async fn send(

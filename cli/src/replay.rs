@@ -11,7 +11,10 @@ use consent_sync::dataverse::DataverseClient;
 use consent_sync::didomi::deliveries::{ConsentChange, Scope};
 use consent_sync::didomi::DidomiClient;
 use consent_sync::didomi_to_dynamics::{apply, differences, Outcome};
-use consent_sync::mapping::{columns_from_consents, consents_from_columns};
+use consent_sync::mapping::{
+    columns_differing_from_didomi, columns_for_changes, columns_from_consents,
+    consents_from_columns,
+};
 use consent_sync::parking::{ParkedDelivery, DIDOMI_TO_DYNAMICS, DYNAMICS_TO_DIDOMI};
 use consent_sync::{Config, RetryPolicy};
 use serde_json::{json, Map, Value};
@@ -237,20 +240,35 @@ async fn replay_one(
             let Some(contact) = contact else {
                 return Ok("the contact no longer exists: nothing to send".into());
             };
-            let user = match contact.columns.get(&config.contact_key) {
+            let user_id = match contact.columns.get(&config.contact_key) {
                 Some(Value::String(u)) if !u.trim().is_empty() => u.trim().to_string(),
                 _ => return Ok("the contact has no key value: nothing to send".into()),
             };
+            // Compared with Didomi's current choices, as reconcile compares:
+            // the contact may hold defaults nobody chose.
+            let didomi = clients.didomi.session(config, deadline);
+            let user = didomi
+                .find_user(&user_id)
+                .await
+                .map_err(|e| config.pseudonyms().redact(&e.to_string(), &user_id))?;
+            let Some(user) = user else {
+                return Ok("Didomi has no such user: nothing to compare, nothing sent".into());
+            };
+            let differing =
+                columns_differing_from_didomi(&config.mappings, &user.consents, &contact.columns);
+            if differing.is_empty() {
+                return Ok("Didomi already holds the contact's choices".into());
+            }
+            let needed =
+                columns_for_changes(&config.mappings, &differing.keys().cloned().collect());
             let columns: Map<String, Value> = contact
                 .columns
-                .into_iter()
-                .filter(|(c, _)| *c != config.contact_key)
+                .iter()
+                .filter(|(c, _)| needed.contains(c.as_str()))
+                .map(|(c, v)| (c.clone(), v.clone()))
                 .collect();
             let consents = consents_from_columns(&config.mappings, &columns)
                 .map_err(|e| format!("cannot be expressed in Didomi: {e}"))?;
-            if consents.is_empty() {
-                return Ok("no mapped column holds a choice: nothing to send".into());
-            }
             let what: Vec<String> = consents
                 .purposes
                 .iter()
@@ -263,12 +281,12 @@ async fn replay_one(
                     what.join(", ")
                 ));
             }
-            clients
-                .didomi
-                .session(config, deadline)
-                .create_consent_event(&user, &consents)
+            // The user id as Didomi spells it.
+            let spelled = user.organization_user_id.unwrap_or(user_id);
+            didomi
+                .create_consent_event(&spelled, &consents)
                 .await
-                .map_err(|e| config.pseudonyms().redact(&e.to_string(), &user))?;
+                .map_err(|e| config.pseudonyms().redact(&e.to_string(), &spelled))?;
             Ok(format!("sent the contact's current {}", what.join(", ")))
         }
         other => Err(format!("unknown direction {other:?}")),

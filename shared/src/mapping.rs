@@ -365,6 +365,37 @@ pub fn columns_for_changes<'a>(
     columns
 }
 
+/// The contact's columns towards Didomi whose value differs from a choice
+/// Didomi holds. A column Didomi holds no choice for is not compared: a CRM
+/// default (a new contact's boolean is `false` until someone sets it) is
+/// not a consent, and sending it could opt someone in.
+pub fn columns_differing_from_didomi(
+    mappings: &[Mapping],
+    consents: &Consents,
+    columns: &Map<String, Value>,
+) -> Map<String, Value> {
+    // The mappings towards Didomi, read as if they flowed to Dynamics: what
+    // the columns would hold if they followed Didomi.
+    let reverse: Vec<Mapping> = mappings
+        .iter()
+        .filter(|m| m.direction.to_didomi())
+        .cloned()
+        .map(|mut m| {
+            m.direction = Direction::Both;
+            m
+        })
+        .collect();
+    let didomi = columns_from_consents(&reverse, consents);
+    reverse
+        .iter()
+        .filter_map(|m| {
+            let value = columns.get(&m.column).filter(|v| !v.is_null())?;
+            let recorded = didomi.get(&m.column)?;
+            (recorded != value).then(|| (m.column.clone(), value.clone()))
+        })
+        .collect()
+}
+
 /// The Didomi choices that contact columns express, for the mappings that
 /// flow to Didomi. Only columns present in `columns` contribute; a
 /// preference built from per-value flag columns is included only when all of

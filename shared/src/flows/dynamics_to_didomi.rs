@@ -289,15 +289,19 @@ impl Context<'_> {
         let config = self.config;
         let to_didomi: BTreeSet<String> = config.columns_to_didomi().map(str::to_string).collect();
         let target = change.target.as_ref().filter(|_| !size_exceeded);
-        // Which columns the change is about: the mapped ones in Target for an
-        // Update; every mapped one for a Create, or when Dataverse dropped Target.
+        // Which columns the change is about: the mapped ones in Target — for
+        // an Update the changed ones, for a Create the ones its author set.
+        // A column the image or a read fills in only because Dataverse gave
+        // it a default (a new contact's `donotbulkemail` is `false`) is not a
+        // choice the person made, and must not opt anyone in. Only when
+        // Dataverse dropped Target is every mapped column sent.
         let changed: BTreeSet<String> = match target {
-            Some(target) if change.message == "Update" => to_didomi
+            Some(target) => to_didomi
                 .iter()
                 .filter(|c| target.contains_key(*c))
                 .cloned()
                 .collect(),
-            _ => to_didomi.clone(),
+            None => to_didomi.clone(),
         };
         if changed.is_empty() {
             return skipped("no column mapped towards Didomi changed".into());
