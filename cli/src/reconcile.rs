@@ -14,8 +14,7 @@ use consent_sync::dataverse::{Contact, DataverseClient};
 use consent_sync::didomi::DidomiClient;
 use consent_sync::didomi_to_dynamics::differences;
 use consent_sync::mapping::{
-    columns_differing_from_didomi, columns_for_changes, columns_from_consents,
-    consents_from_columns,
+    columns_differing_from_didomi, columns_from_consents, consents_for_changes,
 };
 use consent_sync::{Config, Deadline, RetryPolicy};
 use serde_json::{json, Map, Value};
@@ -227,14 +226,8 @@ async fn send(
     changes: &Map<String, Value>,
 ) -> Result<(), String> {
     let changed = changes.keys().cloned().collect();
-    let needed = columns_for_changes(&config.mappings, &changed);
-    let columns: Map<String, Value> = contact
-        .columns
-        .iter()
-        .filter(|(c, _)| needed.contains(c.as_str()))
-        .map(|(c, v)| (c.clone(), v.clone()))
-        .collect();
-    let consents = consents_from_columns(&config.mappings, &columns).map_err(|e| e.to_string())?;
+    let consents = consents_for_changes(&config.mappings, &changed, &contact.columns)
+        .map_err(|e| e.to_string())?;
     if consents.is_empty() {
         return Ok(());
     }

@@ -12,12 +12,11 @@ use consent_sync::didomi::deliveries::{ConsentChange, Scope};
 use consent_sync::didomi::DidomiClient;
 use consent_sync::didomi_to_dynamics::{apply, differences, Outcome};
 use consent_sync::mapping::{
-    columns_differing_from_didomi, columns_for_changes, columns_from_consents,
-    consents_from_columns,
+    columns_differing_from_didomi, columns_from_consents, consents_for_changes,
 };
 use consent_sync::parking::{ParkedDelivery, DIDOMI_TO_DYNAMICS, DYNAMICS_TO_DIDOMI};
 use consent_sync::{Config, RetryPolicy};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::report::Report;
 
@@ -259,15 +258,8 @@ async fn replay_one(
             if differing.is_empty() {
                 return Ok("Didomi already holds the contact's choices".into());
             }
-            let needed =
-                columns_for_changes(&config.mappings, &differing.keys().cloned().collect());
-            let columns: Map<String, Value> = contact
-                .columns
-                .iter()
-                .filter(|(c, _)| needed.contains(c.as_str()))
-                .map(|(c, v)| (c.clone(), v.clone()))
-                .collect();
-            let consents = consents_from_columns(&config.mappings, &columns)
+            let changed = differing.keys().cloned().collect();
+            let consents = consents_for_changes(&config.mappings, &changed, &contact.columns)
                 .map_err(|e| format!("cannot be expressed in Didomi: {e}"))?;
             let what: Vec<String> = consents
                 .purposes

@@ -365,6 +365,23 @@ pub fn columns_for_changes<'a>(
     columns
 }
 
+/// The Didomi choices that express the `changed` columns, read from
+/// `columns` (a contact's columns, which must hold the changed ones and the
+/// sibling value columns [`columns_for_changes`] adds).
+pub fn consents_for_changes(
+    mappings: &[Mapping],
+    changed: &std::collections::BTreeSet<String>,
+    columns: &Map<String, Value>,
+) -> Result<Consents, ColumnValueError> {
+    let needed = columns_for_changes(mappings, changed);
+    let columns: Map<String, Value> = columns
+        .iter()
+        .filter(|(column, _)| needed.contains(column.as_str()))
+        .map(|(column, value)| (column.clone(), value.clone()))
+        .collect();
+    consents_from_columns(mappings, &columns)
+}
+
 /// The contact's columns towards Didomi whose value differs from a choice
 /// Didomi holds. A column Didomi holds no choice for is not compared: a CRM
 /// default (a new contact's boolean is `false` until someone sets it) is

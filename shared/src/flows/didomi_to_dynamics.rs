@@ -77,11 +77,9 @@ impl DidomiToDynamics {
     /// (`CONFIG_SECRET_ID`, `CONFIG_CACHE_SECONDS`, the AWS variables). The
     /// secret itself is read on the first invocation.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let ttl = crate::config_source::cache_ttl_from_env()?;
-        let aws = aws_config::load_from_env().await;
-        let source = crate::config_source::ConfigSource::from_aws(&aws)?;
+        let (source, ttl, parking) = crate::config_source::function_environment().await?;
         let mut function = Self::new(source, ttl);
-        function.parking = Parking::from_env(&aws);
+        function.parking = parking;
         Ok(function)
     }
 

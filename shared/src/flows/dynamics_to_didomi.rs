@@ -113,11 +113,9 @@ impl DynamicsToDidomi {
     /// Builds the function's state from the Lambda environment; the secret
     /// itself is read on the first invocation.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let ttl = crate::config_source::cache_ttl_from_env()?;
-        let aws = aws_config::load_from_env().await;
-        let source = crate::config_source::ConfigSource::from_aws(&aws)?;
+        let (source, ttl, parking) = crate::config_source::function_environment().await?;
         let mut function = Self::new(source, ttl);
-        function.parking = Parking::from_env(&aws);
+        function.parking = parking;
         Ok(function)
     }
 
@@ -148,12 +146,10 @@ impl DynamicsToDidomi {
             .config
             .get()
             .await
-            .and_then(|config| match config.dynamics_webhook_key() {
-                Ok(_) => Ok(config),
-                Err(e) => Err(e),
-            })
             .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
-        let key = config.dynamics_webhook_key()?;
+        let key = config
+            .dynamics_webhook_key()
+            .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
         let change = match authenticate_key(request, key)
             .and_then(|()| body_bytes(request))
             .and_then(|body| parse_row_change(&body).map_err(|e| Rejection::new(400, e.0)))
