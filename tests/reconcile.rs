@@ -19,7 +19,27 @@ async fn seeded() -> (Simulator, Config) {
 }
 
 fn options(from: From, apply: bool, limit: Option<usize>) -> Options {
-    Options { from, apply, limit }
+    Options {
+        from,
+        apply,
+        limit,
+        batch_size: None,
+    }
+}
+
+/// The contacts an `UpdateMultiple` request targets, each with the columns it sets.
+fn targets(write: &consent_sync_sim::Recorded) -> Vec<serde_json::Map<String, Value>> {
+    assert_eq!(write.method, "POST");
+    assert_eq!(
+        write.path_and_query,
+        "/api/data/v9.2/contacts/Microsoft.Dynamics.CRM.UpdateMultiple"
+    );
+    write.body.as_ref().unwrap()["Targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_object().unwrap().clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +81,9 @@ async fn reconcile_reports_exactly_the_differences_and_apply_fixes_them_and_noth
         ),
         (json!(10), json!(10))
     );
-    assert_eq!(sim.writes().len(), 10);
+    let writes = sim.writes();
+    assert_eq!(writes.len(), 1, "ten contacts, one bulk request");
+    assert_eq!(targets(&writes[0]).len(), 10);
 
     sim.clear_requests();
     let report = run(&config, options(From::Didomi, true, None))
@@ -71,16 +93,13 @@ async fn reconcile_reports_exactly_the_differences_and_apply_fixes_them_and_noth
     assert_eq!(report.json["differing"], 990);
     assert_eq!(report.json["written"], 990);
     let writes = sim.writes();
-    assert_eq!(writes.len(), 990);
-    assert!(writes.iter().all(|w| w.method == "PATCH"
-        && w.body
-            .as_ref()
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>()
-            == ["donotbulkemail"]));
+    assert_eq!(writes.len(), 10, "990 contacts in bulk requests of 100");
+    let targets: Vec<_> = writes.iter().flat_map(targets).collect();
+    assert_eq!(targets.len(), 990);
+    assert!(targets.iter().all(|t| {
+        t["@odata.type"] == "Microsoft.Dynamics.CRM.contact"
+            && t.keys().collect::<Vec<_>>() == ["@odata.type", "contactid", "donotbulkemail"]
+    }));
     for i in [0, 20, 19_980] {
         let contact = sim.contact_by_id(&contact_id(i)).unwrap();
         assert_eq!(
@@ -187,4 +206,84 @@ async fn reconcile_waits_out_throttling_instead_of_failing() {
         sim.contact_by_id(consent_sync_tests::JANE).unwrap()["donotbulkemail"],
         json!(true)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_under_a_tight_limit_fixes_a_thousand_contacts_in_a_few_dozen_requests() {
+    let (sim, config) = seeded().await;
+    // A handful of requests per few seconds: far below Dataverse's 6,000 per
+    // five minutes, so that every burst would be throttled.
+    sim.limit_dataverse(6, std::time::Duration::from_secs(2));
+
+    let report = run(&config, options(From::Didomi, true, None))
+        .await
+        .unwrap();
+
+    assert!(report.ok, "{}", report.text);
+    assert_eq!(report.json["written"], 1000, "{}", report.text);
+    let requests = sim.dataverse_requests().len();
+    let throttled = sim.throttled();
+    assert!(
+        requests <= 40,
+        "{requests} Dataverse requests (reads and throttled ones included)"
+    );
+    assert!(
+        throttled <= 4,
+        "{throttled} answers 429: the pause was not shared or not honoured"
+    );
+    assert_eq!(report.json["throttled"], throttled);
+    assert_eq!(report.json["dataverse_requests"], requests - throttled);
+
+    let again = run(&config, options(From::Didomi, false, None))
+        .await
+        .unwrap();
+    assert_eq!(again.json["differing"], 0, "{}", again.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_contact_deleted_meanwhile_applies_the_others_and_reports_it() {
+    // 400 contacts, 20 of them differing (every 20th); one of those is
+    // deleted after the contacts were read and before the writes.
+    let sim = consent_sync_tests::reconcile_simulator(400).await;
+    let config = Config::from_json(&sim.config().to_string()).unwrap();
+    let deleted = contact_id(40);
+    // Didomi answers slowly at first: the window in which the contact goes.
+    sim.fail_didomi(
+        1,
+        consent_sync_sim::Fault::Delay(std::time::Duration::from_millis(700)),
+    );
+    let reconcile = {
+        let config = config.clone();
+        tokio::spawn(async move { run(&config, options(From::Didomi, true, None)).await })
+    };
+    while sim.dataverse_requests().is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    sim.delete_contact(&deleted);
+
+    let report = reconcile.await.unwrap().unwrap();
+
+    assert!(!report.ok, "a refused contact is a failure to report");
+    assert_eq!(report.json["written"], 19, "{}", report.text);
+    let failed = report.json["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    let failure = failed[0].as_str().unwrap();
+    assert!(
+        failure.starts_with(&format!("contact {deleted}: refused by Dataverse"))
+            && failure.contains("Does Not Exist"),
+        "{failure}"
+    );
+    assert!(report.reason.unwrap().contains("1 write(s) failed"));
+    for i in (0..400).step_by(20).filter(|&i| i != 40) {
+        let contact = sim.contact_by_id(&contact_id(i)).unwrap();
+        assert_eq!(contact["donotbulkemail"], json!(i % 2 == 1), "contact {i}");
+    }
+    // The whole batch, refused; then the batch without the contact Dataverse named.
+    let writes = sim.writes();
+    assert_eq!(writes.len(), 2);
+    assert_eq!(targets(&writes[0]).len(), 20);
+    assert_eq!(targets(&writes[1]).len(), 19);
+    assert!(targets(&writes[1])
+        .iter()
+        .all(|t| t["contactid"] != deleted.as_str()));
 }

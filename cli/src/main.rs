@@ -68,6 +68,10 @@ enum Command {
         /// Handle at most N differing contacts (a first trial run).
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Contacts per UpdateMultiple / CreateMultiple request (1-1000,
+        /// default 100); smaller when plug-ins make contact writes slow.
+        #[arg(long, value_name = "N")]
+        batch_size: Option<usize>,
     },
     /// Prints the pseudonym that stands for a Didomi organization_user_id in
     /// the functions' logs (keyed by log_pseudonym_key), to find its lines.
@@ -160,7 +164,12 @@ async fn main() -> ExitCode {
             };
             report::print(result, cli.json)
         }
-        Command::Reconcile { from, apply, limit } => {
+        Command::Reconcile {
+            from,
+            apply,
+            limit,
+            batch_size,
+        } => {
             let options = consent_sync_cli::reconcile::Options {
                 from: match from {
                     Side::Didomi => consent_sync_cli::reconcile::From::Didomi,
@@ -168,6 +177,7 @@ async fn main() -> ExitCode {
                 },
                 apply,
                 limit,
+                batch_size,
             };
             let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
                 Err(reason) => Err(reason),

@@ -391,8 +391,14 @@ pub fn columns_differing_from_didomi(
     consents: &Consents,
     columns: &Map<String, Value>,
 ) -> Map<String, Value> {
-    // The mappings towards Didomi, read as if they flowed to Dynamics: what
-    // the columns would hold if they followed Didomi.
+    let choices = didomi_choices_as_columns(mappings, consents);
+    columns_differing_from_choices(mappings, &choices, columns)
+}
+
+/// What the `both` / `to_didomi` columns would hold if they followed the
+/// choices Didomi records; a column without a recorded choice is absent.
+pub fn didomi_choices_as_columns(mappings: &[Mapping], consents: &Consents) -> Map<String, Value> {
+    // The mappings towards Didomi, read as if they flowed to Dynamics.
     let reverse: Vec<Mapping> = mappings
         .iter()
         .filter(|m| m.direction.to_didomi())
@@ -402,12 +408,22 @@ pub fn columns_differing_from_didomi(
             m
         })
         .collect();
-    let didomi = columns_from_consents(&reverse, consents);
-    reverse
+    columns_from_consents(&reverse, consents)
+}
+
+/// The `both` / `to_didomi` columns whose non-empty value differs from the
+/// choice Didomi records (`choices`, from [`didomi_choices_as_columns`]).
+pub fn columns_differing_from_choices(
+    mappings: &[Mapping],
+    choices: &Map<String, Value>,
+    columns: &Map<String, Value>,
+) -> Map<String, Value> {
+    mappings
         .iter()
+        .filter(|m| m.direction.to_didomi())
         .filter_map(|m| {
             let value = columns.get(&m.column).filter(|v| !v.is_null())?;
-            let recorded = didomi.get(&m.column)?;
+            let recorded = choices.get(&m.column)?;
             (recorded != value).then(|| (m.column.clone(), value.clone()))
         })
         .collect()

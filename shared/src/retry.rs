@@ -5,6 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use reqwest::{RequestBuilder, Response, StatusCode};
 
+use crate::dataverse::pacing::{Pacing, PausedPastDeadline};
+
 /// The moment by which the current invocation must have answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(Instant);
@@ -76,6 +78,8 @@ pub enum SendErrorKind {
     Timeout,
     #[error("could not connect")]
     Connect,
+    #[error("service protection asked to pause longer than the time left")]
+    Paused,
     #[error("the request failed ({0})")]
     Other(String),
 }
@@ -123,28 +127,73 @@ impl RetryPolicy {
         &self,
         deadline: Deadline,
         replay: Replay,
+        build: impl FnMut() -> RequestBuilder,
+    ) -> Result<Response, SendError> {
+        self.send_paced(deadline, replay, None, build).await
+    }
+
+    /// `send`, each attempt waiting for its turn under `pacing` (Dataverse's
+    /// shared pause and parallelism hint). A service protection 429 then
+    /// costs no attempt: the shared pause is the wait, and only the deadline
+    /// bounds how often it may come.
+    pub async fn send_paced(
+        &self,
+        deadline: Deadline,
+        replay: Replay,
+        pacing: Option<&Pacing>,
         mut build: impl FnMut() -> RequestBuilder,
     ) -> Result<Response, SendError> {
         let mut attempts = 0;
+        let mut throttled: Option<Response> = None;
         loop {
-            attempts += 1;
             let remaining = deadline.remaining();
             if remaining.is_zero() {
-                return Err(SendError {
-                    attempts: attempts - 1,
-                    kind: SendErrorKind::Timeout,
-                });
+                return match throttled {
+                    Some(response) => Ok(response),
+                    None => Err(SendError {
+                        attempts,
+                        kind: SendErrorKind::Timeout,
+                    }),
+                };
             }
+            let turn = match pacing {
+                Some(pacing) => match pacing.ready(remaining).await {
+                    Ok(turn) => Some(turn),
+                    // Dataverse's pause outlasts the time left: say so now.
+                    Err(PausedPastDeadline) => {
+                        return match throttled {
+                            Some(response) => Ok(response),
+                            None => Err(SendError {
+                                attempts,
+                                kind: SendErrorKind::Paused,
+                            }),
+                        }
+                    }
+                },
+                None => None,
+            };
+            attempts += 1;
+            let remaining = deadline.remaining();
             let result = build()
                 .timeout(self.attempt_timeout.min(remaining))
                 .send()
                 .await;
+            drop(turn);
             let wait = match &result {
                 Ok(response) => {
                     let status = response.status();
+                    if let Some(pacing) = pacing {
+                        pacing.observe(status.as_u16(), dop_hint(response), retry_after(response));
+                        if status == StatusCode::TOO_MANY_REQUESTS {
+                            attempts -= 1;
+                        }
+                    }
                     let retry =
                         is_transient(status) && (replay == Replay::Safe || not_processed(status));
-                    retry.then(|| retry_after(response).unwrap_or_else(|| self.backoff(attempts)))
+                    retry.then(|| match pacing {
+                        Some(_) if status == StatusCode::TOO_MANY_REQUESTS => Duration::ZERO,
+                        _ => retry_after(response).unwrap_or_else(|| self.backoff(attempts)),
+                    })
                 }
                 Err(e) => {
                     let retry = e.is_connect()
@@ -164,12 +213,29 @@ impl RetryPolicy {
                         wait_ms = wait.as_millis() as u64,
                         "retrying a transient failure"
                     );
+                    if let Ok(response) = result {
+                        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                            throttled = Some(response);
+                        }
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 _ => return result.map_err(|e| send_error(e, attempts)),
             }
         }
     }
+}
+
+/// `x-ms-dop-hint`: Dataverse's recommended number of requests in flight.
+fn dop_hint(response: &Response) -> Option<usize> {
+    response
+        .headers()
+        .get("x-ms-dop-hint")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Less time than this left is not worth another attempt.

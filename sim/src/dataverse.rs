@@ -192,6 +192,12 @@ pub fn serve(
         .into_response(),
         (&Method::GET, "contacts") => query_contacts(state, &params, headers),
         (&Method::POST, "contacts") => create_contact(state, body, &user),
+        (&Method::POST, "contacts/Microsoft.Dynamics.CRM.UpdateMultiple") => {
+            update_multiple(state, body, &user)
+        }
+        (&Method::POST, "contacts/Microsoft.Dynamics.CRM.CreateMultiple") => {
+            create_multiple(state, body, &user)
+        }
         (method, path) => match path.strip_prefix("contacts(").and_then(|p| p.strip_suffix(')')) {
             Some(id) if method == Method::GET => get_contact(state, id, &params),
             Some(id) if method == Method::PATCH => update_contact(state, id, headers, body, &user),
@@ -391,13 +397,14 @@ fn does_not_exist(id: &str) -> Response {
     )
 }
 
-fn get_contact(state: &SimState, id: &str, params: &HashMap<String, String>) -> Response {
+fn get_contact(state: &mut SimState, id: &str, params: &HashMap<String, String>) -> Response {
+    let at = state.contact_position(id);
     let columns = match select(state, params) {
         Ok(columns) => columns,
         Err(response) => return response,
     };
-    match state.contacts.iter().find(|row| row["contactid"] == id) {
-        Some(row) => axum::Json(project(state, row, &columns)).into_response(),
+    match at {
+        Some(at) => axum::Json(project(state, &state.contacts[at], &columns)).into_response(),
         None => does_not_exist(id),
     }
 }
@@ -411,7 +418,12 @@ fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Respons
             "The request body is not a JSON object.",
         ));
     };
-    for (name, value) in &fields {
+    check_columns(state, &fields)?;
+    Ok(fields)
+}
+
+fn check_columns(state: &SimState, fields: &Map<String, Value>) -> Result<(), Response> {
+    for (name, value) in fields {
         let Some(kind) = state.columns.get(name) else {
             return Err(odata_error(
                 400,
@@ -437,7 +449,7 @@ fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Respons
             ));
         }
     }
-    Ok(fields)
+    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z`, kept to the second as Dataverse keeps it.
@@ -481,7 +493,8 @@ fn update_contact(
     };
     truncate_times(state, &mut fields);
     let columns = state.columns.clone();
-    match state.contacts.iter_mut().find(|row| row["contactid"] == id) {
+    let at = state.contact_position(id);
+    match at.map(|at| &mut state.contacts[at]) {
         Some(row) => {
             let version = row
                 .get("versionnumber")
@@ -497,7 +510,7 @@ fn update_contact(
         None => {
             let mut row = fields.clone();
             row.insert("contactid".into(), json!(id));
-            state.contacts.push(with_defaults(&columns, row));
+            state.push_contact(with_defaults(&columns, row));
             crate::webhooks::contact_written(state, "Create", id, &fields, user);
             StatusCode::NO_CONTENT.into_response()
         }
@@ -514,7 +527,7 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
     let mut row = fields.clone();
     row.insert("contactid".into(), json!(id));
     let row = with_defaults(&state.columns, row);
-    state.contacts.push(row);
+    state.push_contact(row);
     crate::webhooks::contact_written(state, "Create", &id, &fields, user);
     let mut response = StatusCode::NO_CONTENT.into_response();
     let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
@@ -523,6 +536,134 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
         HeaderValue::from_str(&entity_id).expect("ascii"),
     );
     response
+}
+
+/// The `Targets` of a bulk operation message: contact rows, each with its
+/// `@odata.type`, and with its primary key when `key_required`.
+fn targets(
+    state: &SimState,
+    body: &[u8],
+    key_required: bool,
+) -> Result<Vec<(Option<String>, Map<String, Value>)>, Response> {
+    let targets = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut request)) => match request.remove("Targets") {
+            Some(Value::Array(targets)) if !targets.is_empty() => targets,
+            _ => {
+                return Err(odata_error(
+                    400,
+                    "0x80040203",
+                    "Required parameter 'Targets' is missing or empty.",
+                ))
+            }
+        },
+        _ => {
+            return Err(odata_error(
+                400,
+                "0x80040216",
+                "The request body is not a JSON object.",
+            ))
+        }
+    };
+    let mut rows = Vec::with_capacity(targets.len());
+    for target in targets {
+        let Value::Object(mut fields) = target else {
+            return Err(odata_error(
+                400,
+                "0x80040216",
+                "A target is not a JSON object.",
+            ));
+        };
+        match fields.remove("@odata.type") {
+            Some(Value::String(kind)) if kind == "Microsoft.Dynamics.CRM.contact" => {}
+            _ => {
+                return Err(odata_error(
+                    400,
+                    "0x80048d19",
+                    "Error identified in Payload provided by the user for Entity :'', For input string: '@odata.type'. Every target needs '@odata.type': 'Microsoft.Dynamics.CRM.contact'.",
+                ))
+            }
+        }
+        let id = match fields.remove("contactid") {
+            Some(Value::String(id)) => Some(id),
+            None | Some(Value::Null) if !key_required => None,
+            _ => {
+                return Err(odata_error(
+                    400,
+                    "0x80040203",
+                    "Required field 'contactid' is missing in a target: UpdateMultiple needs every record's primary key.",
+                ))
+            }
+        };
+        check_columns(state, &fields)?;
+        rows.push((id, fields));
+    }
+    Ok(rows)
+}
+
+/// `UpdateMultiple` on a standard table: every target exists and is valid,
+/// or nothing is written.
+fn update_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
+    let rows = match targets(state, body, true) {
+        Ok(rows) => rows,
+        Err(response) => return response,
+    };
+    let mut positions = Vec::with_capacity(rows.len());
+    for (id, _) in &rows {
+        let id = id.as_deref().unwrap_or_default();
+        match state.contact_position(id) {
+            Some(at) => positions.push(at),
+            None => return does_not_exist(id),
+        }
+    }
+    for ((id, mut fields), at) in rows.into_iter().zip(positions) {
+        truncate_times(state, &mut fields);
+        let row = &mut state.contacts[at];
+        let version = row
+            .get("versionnumber")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        row.extend(fields.clone());
+        row.insert("versionnumber".into(), json!(version + 1));
+        // Update steps fire for every record of the bulk message.
+        crate::webhooks::contact_written(state, "Update", &id.unwrap_or_default(), &fields, user);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `CreateMultiple`: all the targets are created, or none; the answer lists
+/// their ids in order.
+fn create_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
+    let rows = match targets(state, body, false) {
+        Ok(rows) => rows,
+        Err(response) => return response,
+    };
+    for (id, _) in &rows {
+        if let Some(id) = id {
+            if state.contact_position(id).is_some() {
+                return odata_error(
+                    412,
+                    "0x80040237",
+                    "A record with matching key values already exists.",
+                );
+            }
+        }
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    for (id, mut fields) in rows {
+        truncate_times(state, &mut fields);
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut row = fields.clone();
+        row.insert("contactid".into(), json!(id));
+        let row = with_defaults(&state.columns, row);
+        state.push_contact(row);
+        crate::webhooks::contact_written(state, "Create", &id, &fields, user);
+        ids.push(id);
+    }
+    axum::Json(json!({
+        "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", state.base_url),
+        "Ids": ids
+    }))
+    .into_response()
 }
 
 #[cfg(test)]

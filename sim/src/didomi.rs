@@ -261,12 +261,6 @@ fn merge_consents(status: &mut Map<String, Value>, event: &Map<String, Value>) {
 
 fn users(state: &SimState, params: &HashMap<String, String>) -> Response {
     let wanted = params.get("organization_user_id");
-    let matching: Vec<&crate::DidomiUser> = state
-        .didomi
-        .users
-        .iter()
-        .filter(|u| wanted.is_none_or(|w| &u.organization_user_id == w))
-        .collect();
     let start: usize = match params.get("$cursor") {
         None => 0,
         Some(cursor) => match cursor.parse() {
@@ -274,9 +268,27 @@ fn users(state: &SimState, params: &HashMap<String, String>) -> Response {
             Err(_) => return error(400, "BadRequest", "Invalid cursor"),
         },
     };
+    // Every user unless filtered: a slice, so that paging through a million
+    // users does not copy the list for each page.
+    let matching: Vec<&crate::DidomiUser> = match wanted {
+        None => state
+            .didomi
+            .users
+            .iter()
+            .skip(start)
+            .take(PAGE_SIZE + 1)
+            .collect(),
+        Some(wanted) => state
+            .didomi
+            .users
+            .iter()
+            .filter(|u| &u.organization_user_id == wanted)
+            .skip(start)
+            .take(PAGE_SIZE + 1)
+            .collect(),
+    };
     let page: Vec<Value> = matching
         .iter()
-        .skip(start)
         .take(PAGE_SIZE)
         .map(|u| {
             json!({
@@ -290,8 +302,7 @@ fn users(state: &SimState, params: &HashMap<String, String>) -> Response {
             })
         })
         .collect();
-    let next = start + PAGE_SIZE;
-    let cursor = (next < matching.len()).then(|| next.to_string());
+    let cursor = (matching.len() > PAGE_SIZE).then(|| (start + PAGE_SIZE).to_string());
     axum::Json(json!({"data": page, "limit": PAGE_SIZE, "cursor": cursor})).into_response()
 }
 

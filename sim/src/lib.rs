@@ -19,10 +19,10 @@ pub mod registration;
 pub mod runtime_api;
 pub mod webhooks;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -152,7 +152,77 @@ pub struct SimState {
     pub outgoing: Vec<Outgoing>,
     pub delivered: Vec<Delivered>,
     pub pending: Vec<JoinHandle<()>>,
+    /// Where each contact sits in `contacts`, by id; checked on use and
+    /// rebuilt when stale, so tests may edit `contacts` directly.
+    pub contact_positions: HashMap<String, usize>,
+    /// Dataverse's service protection limit, when a test sets one.
+    pub service_protection: Option<ServiceProtection>,
+    /// The times of the Dataverse requests inside the current window.
+    pub recent_requests: VecDeque<Instant>,
+    /// The service protection 429s answered so far.
+    pub throttled: usize,
+    /// The `x-ms-dop-hint` every Dataverse answer carries (0: none).
+    pub dop_hint: u32,
 }
+
+/// Service protection as Dataverse applies it per user: at most `requests`
+/// in any sliding `window`; over it, 429 with `Retry-After` (whole seconds)
+/// and error `0x80072322`, the wait being until the oldest request in the
+/// window leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceProtection {
+    pub requests: usize,
+    pub window: Duration,
+}
+
+impl SimState {
+    /// Adds a contact row, keeping the position index in step.
+    pub fn push_contact(&mut self, row: Map<String, Value>) {
+        let id = row
+            .get("contactid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(id) = id {
+            if self.contact_positions.len() == self.contacts.len() {
+                self.contact_positions.insert(id, self.contacts.len());
+            }
+        }
+        self.contacts.push(row);
+    }
+
+    /// The position of contact `id` in `contacts`.
+    pub fn contact_position(&mut self, id: &str) -> Option<usize> {
+        let fresh = |state: &SimState, at: usize| {
+            state
+                .contacts
+                .get(at)
+                .and_then(|row| row.get("contactid"))
+                .and_then(Value::as_str)
+                == Some(id)
+        };
+        if let Some(&at) = self.contact_positions.get(id) {
+            if fresh(self, at) {
+                return Some(at);
+            }
+        }
+        let stale = self.contact_positions.contains_key(id)
+            || self.contact_positions.len() != self.contacts.len();
+        if !stale {
+            return None;
+        }
+        self.contact_positions = self
+            .contacts
+            .iter()
+            .enumerate()
+            .filter_map(|(at, row)| Some((row.get("contactid")?.as_str()?.to_string(), at)))
+            .collect();
+        let at = *self.contact_positions.get(id)?;
+        fresh(self, at).then_some(at)
+    }
+}
+
+/// The `x-ms-dop-hint` the simulated environment sends unless a test sets another.
+pub const DEFAULT_DOP_HINT: u32 = 8;
 
 /// The running simulator. Dropping it stops the server.
 pub struct Simulator {
@@ -228,6 +298,7 @@ impl Simulator {
             contacts,
             tables: registration::standard_tables(),
             didomi,
+            dop_hint: DEFAULT_DOP_HINT,
             ..SimState::default()
         }));
         let app = axum::Router::new()
@@ -298,6 +369,25 @@ impl Simulator {
 
     pub fn token_requests(&self) -> usize {
         self.state().token_requests
+    }
+
+    /// Sets Dataverse's service protection limit: `requests` per sliding `window`.
+    pub fn limit_dataverse(&self, requests: usize, window: Duration) {
+        self.state().service_protection = Some(ServiceProtection { requests, window });
+    }
+
+    /// The service protection 429s answered so far.
+    pub fn throttled(&self) -> usize {
+        self.state().throttled
+    }
+
+    /// Deletes a contact directly, as someone in Dynamics would (no webhook fires).
+    pub fn delete_contact(&self, id: &str) {
+        let mut state = self.state();
+        let at = state
+            .contact_position(id)
+            .unwrap_or_else(|| panic!("no contact {id}"));
+        state.contacts.remove(at);
     }
 
     /// The next `times` Dataverse requests fail with `fault`.
@@ -451,6 +541,11 @@ async fn dispatch(
             state.token_faults.pop_front()
         } else if is_didomi {
             state.didomi.faults.pop_front()
+        } else if let Some(wait) = over_service_protection(&mut state) {
+            Some(Fault::Status {
+                status: 429,
+                retry_after: Some(wait),
+            })
         } else {
             state.dataverse_faults.pop_front()
         }
@@ -489,6 +584,46 @@ async fn dispatch(
     };
     // Asynchronous steps and Didomi webhooks go out after the answer.
     webhooks::send_outgoing(&state);
+    with_dop_hint(&state, is_token || is_didomi, response)
+}
+
+/// Counts a Dataverse request against the service protection window; the
+/// seconds to wait when it is over the limit.
+fn over_service_protection(state: &mut SimState) -> Option<u64> {
+    let limit = state.service_protection?;
+    let now = Instant::now();
+    while state
+        .recent_requests
+        .front()
+        .is_some_and(|&at| now.duration_since(at) >= limit.window)
+    {
+        state.recent_requests.pop_front();
+    }
+    let over = state.recent_requests.len() >= limit.requests;
+    let wait = state.recent_requests.front().map(|&oldest| {
+        (oldest + limit.window)
+            .saturating_duration_since(now)
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as u64
+    });
+    if over {
+        state.throttled += 1;
+        wait
+    } else {
+        state.recent_requests.push_back(now);
+        None
+    }
+}
+
+/// Dataverse's recommended number of requests in flight, on every answer.
+fn with_dop_hint(state: &Mutex<SimState>, other_service: bool, mut response: Response) -> Response {
+    let hint = state.lock().unwrap_or_else(|e| e.into_inner()).dop_hint;
+    if !other_service && hint > 0 {
+        response
+            .headers_mut()
+            .insert("x-ms-dop-hint", axum::http::HeaderValue::from(hint));
+    }
     response
 }
 

@@ -47,6 +47,8 @@ struct Shared {
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Queued>>>,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Invocation>>>>,
     init_error: Arc<Mutex<Option<Invocation>>>,
+    /// When the function first asked for an event: the end of its init.
+    first_poll: Arc<std::sync::OnceLock<std::time::Instant>>,
 }
 
 pub struct RuntimeApi {
@@ -76,6 +78,7 @@ fn error_of(body: &[u8]) -> (String, String) {
 }
 
 async fn next(State(shared): State<Shared>) -> Response {
+    shared.first_poll.get_or_init(std::time::Instant::now);
     let Some(queued) = shared.queue.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };
@@ -161,6 +164,7 @@ impl RuntimeApi {
             queue: Arc::new(tokio::sync::Mutex::new(receiver)),
             waiting: Arc::default(),
             init_error: Arc::default(),
+            first_poll: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -180,6 +184,11 @@ impl RuntimeApi {
             shared,
             server,
         })
+    }
+
+    /// When the function first polled for an event, i.e. finished its init.
+    pub fn first_poll(&self) -> Option<std::time::Instant> {
+        self.shared.first_poll.get().copied()
     }
 
     /// Delivers `event` to the function and waits for its outcome, with the

@@ -84,10 +84,8 @@ pub fn contact_written(
         _ => return,
     };
     let Some(row) = state
-        .contacts
-        .iter()
-        .find(|c| c["contactid"] == id)
-        .cloned()
+        .contact_position(id)
+        .map(|at| state.contacts[at].clone())
     else {
         return;
     };

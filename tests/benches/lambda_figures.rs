@@ -4,6 +4,10 @@
 //! and for `dynamics-to-didomi` the Didomi requests per change. Needs
 //! `moto_server` on PATH, as the tests do.
 //!
+//! Init time is from the process's start to its first poll of the Runtime
+//! API; CPU per warm event is the process's scheduler time over a run of
+//! warm invocations, divided by their number.
+//!
 //! `cargo bench -p consent-sync-tests --bench lambda_figures [-- ROUNDS]`
 
 use std::time::Duration;
@@ -18,6 +22,24 @@ async fn invoke(deployment: &Deployment, body: &str) -> (Duration, String) {
         elapsed,
         answer["outcome"].as_str().unwrap_or("?").to_string(),
     )
+}
+
+/// Waits for the function's first poll: its init time.
+async fn init_time(deployment: &Deployment) -> Duration {
+    for _ in 0..500 {
+        if let Some(polled) = deployment.runtime.first_poll() {
+            return polled - deployment.function.started;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("the function never polled for an event");
+}
+
+fn cpu_per_event(name: &str, cpu: Duration, events: usize) {
+    println!(
+        "{name:<28} CPU per event {:.3} ms",
+        cpu.as_secs_f64() * 1000.0 / events as f64
+    );
 }
 
 fn summary(name: &str, mut times: Vec<Duration>) {
@@ -43,6 +65,7 @@ async fn main() {
     let size = std::fs::metadata(&path).unwrap().len();
 
     let deployment = Deployment::start(&[]).await;
+    let init = init_time(&deployment).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = deployment.function.status_kb("VmRSS").unwrap_or(0);
 
@@ -58,12 +81,14 @@ async fn main() {
     let (cold, outcome) = invoke(&deployment, &opt_out).await;
     assert_eq!(outcome, "updated");
 
+    let cpu_before = deployment.function.cpu_time();
     let mut unchanged = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let (elapsed, outcome) = invoke(&deployment, &opt_out).await;
         assert_eq!(outcome, "skipped");
         unchanged.push(elapsed);
     }
+    let cpu_between = deployment.function.cpu_time();
     let mut updated = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let body = if round % 2 == 0 { &opt_in } else { &opt_out };
@@ -71,6 +96,7 @@ async fn main() {
         assert_eq!(outcome, "updated");
         updated.push(elapsed);
     }
+    let cpu_after = deployment.function.cpu_time();
     let peak = deployment.function.status_kb("VmHWM").unwrap_or(0);
     let rss_end = deployment.function.status_kb("VmRSS").unwrap_or(0);
     let token_requests = deployment.sim.token_requests();
@@ -91,11 +117,21 @@ async fn main() {
     );
     println!("token requests               {token_requests}");
     println!(
+        "init (start to first poll)   {:.2} ms",
+        init.as_secs_f64() * 1000.0
+    );
+    println!(
         "first invocation (secret read + token + GET + PATCH)  {:.2} ms",
         cold.as_secs_f64() * 1000.0
     );
     summary("warm, unchanged (GET)", unchanged);
     summary("warm, updated (GET + PATCH)", updated);
+    cpu_per_event("warm, unchanged (GET)", cpu_between - cpu_before, rounds);
+    cpu_per_event(
+        "warm, updated (GET + PATCH)",
+        cpu_after - cpu_between,
+        rounds,
+    );
 
     dynamics_to_didomi(rounds).await;
 }
@@ -115,6 +151,7 @@ async fn dynamics_to_didomi(rounds: usize) {
     let path = binary(DYNAMICS_TO_DIDOMI);
     let size = std::fs::metadata(&path).unwrap().len();
     let deployment = Deployment::start_function(DYNAMICS_TO_DIDOMI, &[]).await;
+    let init = init_time(&deployment).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_idle = deployment.function.status_kb("VmRSS").unwrap_or(0);
 
@@ -129,20 +166,24 @@ async fn dynamics_to_didomi(rounds: usize) {
     assert_eq!(outcome, "sent");
     let didomi_before = deployment.sim.didomi_requests().len();
 
+    let cpu_before = deployment.function.cpu_time();
     let mut sent = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let (elapsed, outcome) = invoke_reverse(&deployment, &human).await;
         assert_eq!(outcome, "sent");
         sent.push(elapsed);
     }
+    let cpu_sent = deployment.function.cpu_time() - cpu_before;
     let didomi_per_change =
         (deployment.sim.didomi_requests().len() - didomi_before) as f64 / rounds as f64;
+    let cpu_before = deployment.function.cpu_time();
     let mut echoes = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let (elapsed, outcome) = invoke_reverse(&deployment, &echo).await;
         assert_eq!(outcome, "skipped");
         echoes.push(elapsed);
     }
+    let cpu_echoes = deployment.function.cpu_time() - cpu_before;
     let peak = deployment.function.status_kb("VmHWM").unwrap_or(0);
     let rss_end = deployment.function.status_kb("VmRSS").unwrap_or(0);
     let sessions = deployment.sim.didomi_sessions();
@@ -169,9 +210,15 @@ async fn dynamics_to_didomi(rounds: usize) {
         "Dataverse requests in all    {dataverse} (WhoAmI once; Target and image carry the rest)"
     );
     println!(
+        "init (start to first poll)   {:.2} ms",
+        init.as_secs_f64() * 1000.0
+    );
+    println!(
         "first invocation (secret + token + WhoAmI + session + event)  {:.2} ms",
         cold.as_secs_f64() * 1000.0
     );
     summary("warm, sent (one POST)", sent);
     summary("warm, own echo skipped", echoes);
+    cpu_per_event("warm, sent (one POST)", cpu_sent, rounds);
+    cpu_per_event("warm, own echo skipped", cpu_echoes, rounds);
 }

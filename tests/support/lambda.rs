@@ -20,6 +20,8 @@ pub const DYNAMICS_TO_DIDOMI: &str = "dynamics-to-didomi";
 pub struct FunctionProcess {
     child: Child,
     log: PathBuf,
+    /// When the process was started.
+    pub started: std::time::Instant,
 }
 
 impl FunctionProcess {
@@ -55,9 +57,11 @@ impl FunctionProcess {
         for (name, value) in env {
             command.env(name, value);
         }
+        let started = std::time::Instant::now();
         FunctionProcess {
             child: command.spawn().expect("the function starts"),
             log,
+            started,
         }
     }
 
@@ -72,6 +76,20 @@ impl FunctionProcess {
             .lines()
             .find(|l| l.starts_with(&format!("{field}:")))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// CPU time the process's threads have used so far (user and system),
+    /// from the scheduler's nanosecond counters in `/proc/<pid>/task/*/schedstat`.
+    pub fn cpu_time(&self) -> Duration {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()));
+        let nanos: u64 = tasks
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Duration::from_nanos(nanos)
     }
 
     /// Stops the process and returns what it logged.

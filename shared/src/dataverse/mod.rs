@@ -2,7 +2,9 @@
 //! the key column, read, update changed columns, create), `WhoAmI`, and the
 //! plain row operations that webhook registration and metadata checks use.
 
+pub mod bulk;
 pub mod metadata;
+pub mod pacing;
 pub mod registration;
 pub mod webhook;
 
@@ -79,6 +81,10 @@ impl DataverseError {
                 kind: crate::retry::SendErrorKind::Timeout,
                 ..
             }) => "dataverse_timeout",
+            DataverseError::Unavailable(SendError {
+                kind: crate::retry::SendErrorKind::Paused,
+                ..
+            }) => "dataverse_throttled",
             DataverseError::Unavailable(_) => "dataverse_unavailable",
             DataverseError::Api { status: 429, .. } => "dataverse_throttled",
             DataverseError::Api { .. } | DataverseError::BadAnswer(_) => "dataverse_unavailable",
@@ -121,12 +127,15 @@ struct WhoAmI {
 }
 
 /// What stays the same from one invocation to the next: the HTTP client
-/// (and its pooled connections), the cached token and the retry policy.
+/// (and its pooled connections), the cached token, the retry policy and
+/// the pacing Dataverse asks for.
 #[derive(Debug)]
 pub struct DataverseClient {
     pub http: reqwest::Client,
     pub tokens: TokenCache,
     pub policy: RetryPolicy,
+    /// Shared by every request of this client: one pause, one parallelism.
+    pub pacing: std::sync::Arc<pacing::Pacing>,
 }
 
 /// The client bound to one configuration and one invocation's deadline.
@@ -142,6 +151,7 @@ impl DataverseClient {
             http,
             tokens: TokenCache::default(),
             policy,
+            pacing: Default::default(),
         }
     }
 
@@ -196,27 +206,32 @@ impl Dataverse<'_> {
             let response = self
                 .client
                 .policy
-                .send(self.deadline, replay, || {
-                    let mut request = self
-                        .client
-                        .http
-                        .request(method.clone(), url)
-                        .bearer_auth(token.expose())
-                        .header("Accept", "application/json")
-                        .header("OData-MaxVersion", "4.0")
-                        .header("OData-Version", "4.0");
-                    if method == Method::PATCH {
-                        // Update only: never create a contact by accident.
-                        request = request.header("If-Match", "*");
-                    }
-                    if let Some(prefer) = prefer {
-                        request = request.header("Prefer", prefer);
-                    }
-                    if let Some(body) = body {
-                        request = request.json(body);
-                    }
-                    request
-                })
+                .send_paced(
+                    self.deadline,
+                    replay,
+                    Some(self.client.pacing.as_ref()),
+                    || {
+                        let mut request = self
+                            .client
+                            .http
+                            .request(method.clone(), url)
+                            .bearer_auth(token.expose())
+                            .header("Accept", "application/json")
+                            .header("OData-MaxVersion", "4.0")
+                            .header("OData-Version", "4.0");
+                        if method == Method::PATCH {
+                            // Update only: never create a contact by accident.
+                            request = request.header("If-Match", "*");
+                        }
+                        if let Some(prefer) = prefer {
+                            request = request.header("Prefer", prefer);
+                        }
+                        if let Some(body) = body {
+                            request = request.json(body);
+                        }
+                        request
+                    },
+                )
                 .await?;
             if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
                 self.client.tokens.reject(&token).await;

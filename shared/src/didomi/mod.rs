@@ -4,4 +4,4 @@
 pub mod client;
 pub mod deliveries;
 
-pub use client::{DidomiClient, DidomiError};
+pub use client::{DidomiClient, DidomiError, DidomiUser};

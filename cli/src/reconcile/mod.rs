@@ -1,0 +1,444 @@
+//! `consent-sync reconcile [--from didomi|dynamics] [--apply] [--limit N]`:
+//! the initial sync and the drift check. Compares every Didomi user with
+//! the contacts of the same key (case-insensitively, as Dataverse compares)
+//! over the mapped columns, reports what differs per column, and with
+//! `--apply` writes the chosen side's state to the other through the
+//! functions' own mapping and comparison.
+//!
+//! Memory grows with one side only: the side that is written to is read
+//! first into a compact index (per row: key, id, mapped values), the source
+//! of truth is then streamed page by page against it — so what is written
+//! is as fresh as it can be. Dataverse changes go in bulk (`UpdateMultiple`,
+//! `CreateMultiple`), paced by Dataverse's own signals; Didomi events go
+//! several at a time. Each write stands alone, so an interrupted run can
+//! simply be run again.
+
+pub mod index;
+pub mod progress;
+pub mod writes;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use consent_sync::dataverse::bulk::Row;
+use consent_sync::dataverse::{Contact, DataverseClient};
+use consent_sync::didomi::{DidomiClient, DidomiUser};
+use consent_sync::didomi_to_dynamics::differences;
+use consent_sync::mapping::{
+    columns_differing_from_choices, columns_from_consents, consents_for_changes,
+    didomi_choices_as_columns,
+};
+use consent_sync::{Config, Deadline, RetryPolicy};
+use serde_json::{json, Map, Value};
+
+use crate::report::Report;
+use index::{Columns, Entry, Index};
+use progress::{Counts, Ticker};
+use writes::{BulkWriter, EventSender, Failure};
+
+/// Contacts per page: the most Dataverse gives, since reads count against
+/// the same service protection limits as writes.
+const PAGE_SIZE: usize = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    Didomi,
+    Dynamics,
+}
+
+pub struct Options {
+    pub from: From,
+    pub apply: bool,
+    pub limit: Option<usize>,
+    /// Rows per bulk request (default [`writes::DEFAULT_BATCH_SIZE`]).
+    pub batch_size: Option<usize>,
+}
+
+/// Throttling must never fail a reconcile: service protection 429s cost no
+/// attempt (the shared pause is the wait); other transient failures get
+/// more and longer retries than a function can afford.
+fn patient_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 12,
+        base_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(60),
+        attempt_timeout: Duration::from_secs(150),
+    }
+}
+
+fn read_deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(6 * 3600))
+}
+
+#[derive(Default)]
+struct Tally {
+    matched: usize,
+    differing: usize,
+    per_column: BTreeMap<String, usize>,
+    users_without_contact: usize,
+    contacts_without_user: usize,
+    created: usize,
+}
+
+impl Tally {
+    /// Counts one differing contact; false once the limit is reached.
+    fn differs(&mut self, changes: &Map<String, Value>, limit: Option<usize>) -> bool {
+        if limit.is_some_and(|l| self.differing >= l) {
+            return false;
+        }
+        self.differing += 1;
+        for column in changes.keys() {
+            *self.per_column.entry(column.clone()).or_default() += 1;
+        }
+        true
+    }
+}
+
+struct Run {
+    config: Arc<Config>,
+    options: Options,
+    dataverse: Arc<DataverseClient>,
+    didomi: DidomiClient,
+    counts: Arc<Counts>,
+    tally: Tally,
+}
+
+pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
+    let batch_size = options.batch_size.unwrap_or(writes::DEFAULT_BATCH_SIZE);
+    if !(1..=writes::MAX_BATCH_SIZE).contains(&batch_size) {
+        return Err(format!(
+            "--batch-size must be between 1 and {} (Dataverse's most per bulk request)",
+            writes::MAX_BATCH_SIZE
+        ));
+    }
+    let started = Instant::now();
+    let http = consent_sync::http_client();
+    let mut run = Run {
+        config: Arc::new(config.clone()),
+        options,
+        dataverse: Arc::new(DataverseClient::new(http.clone(), patient_policy())),
+        didomi: DidomiClient::new(http, patient_policy()),
+        counts: Arc::default(),
+        tally: Tally::default(),
+    };
+    let ticker = Ticker::start(
+        run.counts.clone(),
+        run.dataverse.pacing.clone(),
+        std::io::stderr().is_terminal(),
+    );
+    let failures = match run.options.from {
+        From::Didomi => run.from_didomi(batch_size).await?,
+        From::Dynamics => run.from_dynamics().await?,
+    };
+    drop(ticker);
+    Ok(run.report(&failures, started.elapsed()))
+}
+
+impl Run {
+    /// Didomi is the truth: contacts are indexed, Didomi users streamed, and
+    /// differing contacts written in bulk.
+    async fn from_didomi(&mut self, batch_size: usize) -> Result<Vec<Failure>, String> {
+        let config = self.config.clone();
+        let columns = Columns::new(config.columns_to_dynamics());
+        let mut contacts = Index::default();
+        let mut link: Option<String> = None;
+        loop {
+            let (page, next) = self.contacts_page(link.as_deref(), &columns).await?;
+            for (contact, key) in page {
+                let values = columns.pack(&contact.columns);
+                let id = contact.id.into_boxed_str();
+                contacts.insert(&key, Entry { id, values });
+            }
+            match next {
+                Some(next) => link = Some(next),
+                None => break,
+            }
+        }
+
+        let apply = self.options.apply;
+        let writer = |create| {
+            BulkWriter::new(
+                config.clone(),
+                self.dataverse.clone(),
+                self.counts.clone(),
+                batch_size,
+                create,
+            )
+        };
+        let (mut updates, mut creates) = (writer(false), writer(true));
+        let mut cursor: Option<String> = None;
+        'pages: loop {
+            let (users, next) = self.users_page(cursor.as_deref()).await?;
+            for user in users {
+                let Some(user_id) = user_key(&user) else {
+                    continue;
+                };
+                let desired = columns_from_consents(&config.mappings, &user.consents);
+                let Some(matched) = contacts.matched(user_id) else {
+                    self.tally.users_without_contact += 1;
+                    if !config.upsert_mode || desired.is_empty() {
+                        continue;
+                    }
+                    if !self.tally.differs(&desired, self.options.limit) {
+                        break 'pages;
+                    }
+                    Counts::add(&self.counts.differing, 1);
+                    if apply {
+                        let mut fields = desired;
+                        fields.insert(config.contact_key.clone(), json!(user_id));
+                        let subject =
+                            format!("new contact of user {}", config.pseudonyms().of(user_id));
+                        let row = Row {
+                            id: None,
+                            columns: fields,
+                        };
+                        creates.push(row, subject).await;
+                    }
+                    continue;
+                };
+                for contact in matched {
+                    self.tally.matched += 1;
+                    let changes = differences(&desired, &columns.unpack(&contact.values));
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    if !self.tally.differs(&changes, self.options.limit) {
+                        break 'pages;
+                    }
+                    Counts::add(&self.counts.differing, 1);
+                    if apply {
+                        let row = Row {
+                            id: Some(contact.id.to_string()),
+                            columns: changes,
+                        };
+                        updates.push(row, format!("contact {}", contact.id)).await;
+                    }
+                }
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        updates.finish().await;
+        creates.finish().await;
+        self.tally.contacts_without_user = contacts.unmatched().count();
+        self.tally.created = creates.created;
+        let mut failures = updates.failures;
+        failures.extend(creates.failures);
+        Ok(failures)
+    }
+
+    /// Dynamics is the truth: Didomi users are indexed, contacts streamed,
+    /// and each differing contact sent as one consent event.
+    async fn from_dynamics(&mut self) -> Result<Vec<Failure>, String> {
+        let config = self.config.clone();
+        let columns = Columns::new(config.columns_to_didomi());
+        let mut users = Index::default();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, next) = self.users_page(cursor.as_deref()).await?;
+            for user in page {
+                let Some(user_id) = user_key(&user) else {
+                    continue;
+                };
+                let choices = didomi_choices_as_columns(&config.mappings, &user.consents);
+                let values = columns.pack(&choices);
+                users.insert(
+                    user_id,
+                    Entry {
+                        id: user_id.into(),
+                        values,
+                    },
+                );
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+
+        // Events follow the functions' own retry rules.
+        let events_client = Arc::new(DidomiClient::new(
+            consent_sync::http_client(),
+            RetryPolicy::default(),
+        ));
+        let mut events = EventSender::new(config.clone(), events_client, self.counts.clone());
+        let mut link: Option<String> = None;
+        'pages: loop {
+            let (page, next) = self.contacts_page(link.as_deref(), &columns).await?;
+            for (contact, key) in page {
+                let Some(matched) = users.matched(&key) else {
+                    self.tally.contacts_without_user += 1;
+                    continue;
+                };
+                // Didomi's user ids are unique per organisation: one user per key.
+                let user = &matched[0];
+                self.tally.matched += 1;
+                let choices = columns.unpack(&user.values);
+                let changes =
+                    columns_differing_from_choices(&config.mappings, &choices, &contact.columns);
+                if changes.is_empty() {
+                    continue;
+                }
+                if !self.tally.differs(&changes, self.options.limit) {
+                    break 'pages;
+                }
+                Counts::add(&self.counts.differing, 1);
+                if !self.options.apply {
+                    continue;
+                }
+                let changed = changes.keys().cloned().collect();
+                match consents_for_changes(&config.mappings, &changed, &contact.columns) {
+                    Ok(consents) if consents.is_empty() => {}
+                    Ok(consents) => events.send(user.id.to_string(), contact.id, consents).await,
+                    Err(e) => events.failures.push(Failure {
+                        subject: format!("contact {}", contact.id),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            match next {
+                Some(next) => link = Some(next),
+                None => break,
+            }
+        }
+        events.finish().await;
+        self.tally.users_without_contact = users.unmatched().count();
+        Ok(events.failures)
+    }
+
+    /// One page of contacts with a key value, each with its key.
+    async fn contacts_page(
+        &self,
+        link: Option<&str>,
+        columns: &Columns,
+    ) -> Result<(Vec<(Contact, String)>, Option<String>), String> {
+        let names: Vec<&str> = columns.names().collect();
+        let (page, next) = self
+            .dataverse
+            .session(&self.config, read_deadline())
+            .contacts_page(link, &names, PAGE_SIZE)
+            .await
+            .map_err(|e| format!("reading contacts: {e}"))?;
+        Counts::add(&self.counts.dataverse_requests, 1);
+        let key_column = &self.config.contact_key;
+        let page: Vec<(Contact, String)> = page
+            .into_iter()
+            .filter_map(|contact| {
+                let key = contact.columns.get(key_column)?.as_str()?.to_string();
+                Some((contact, key))
+            })
+            .collect();
+        Counts::add(&self.counts.contacts, page.len());
+        Ok((page, next))
+    }
+
+    async fn users_page(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<DidomiUser>, Option<String>), String> {
+        let (users, next) = self
+            .didomi
+            .session(&self.config, read_deadline())
+            .users_page(cursor)
+            .await
+            .map_err(|e| format!("reading Didomi users: {e}"))?;
+        Counts::add(&self.counts.users, users.len());
+        Ok((users, next))
+    }
+
+    fn report(&self, failures: &[Failure], elapsed: Duration) -> Report {
+        let (config, options, tally) = (&self.config, &self.options, &self.tally);
+        let from = match options.from {
+            From::Didomi => "didomi",
+            From::Dynamics => "dynamics",
+        };
+        let users = Counts::get(&self.counts.users);
+        let contacts = Counts::get(&self.counts.contacts);
+        // Creates are counted apart from the updates and events.
+        let written = Counts::get(&self.counts.written) - tally.created;
+        let requests = Counts::get(&self.counts.dataverse_requests);
+        let throttled = self.dataverse.pacing.throttled();
+        let mut text = format!(
+            "Reconcile from {from} ({}) in {:.1} s\n  Didomi users            {users}\n  contacts with a key     {contacts}\n  matched contacts        {}\n  differing contacts      {}\n",
+            if options.apply { "applied" } else { "report only; --apply to write" },
+            elapsed.as_secs_f64(),
+            tally.matched,
+            tally.differing
+        );
+        for (column, count) in &tally.per_column {
+            text.push_str(&format!("    {column:<22}{count}\n"));
+        }
+        text.push_str(&format!(
+            "  users without a contact {}{}\n  contacts without a user {}{}\n",
+            tally.users_without_contact,
+            if config.upsert_mode {
+                ""
+            } else {
+                " (upsert_mode off: not created)"
+            },
+            tally.contacts_without_user,
+            if options.from == From::Dynamics {
+                " (not sent: a CRM default is not a consent)"
+            } else {
+                ""
+            }
+        ));
+        if let Some(limit) = options.limit {
+            text.push_str(&format!("  limited to {limit} differing contact(s)\n"));
+        }
+        text.push_str(&format!(
+            "  Dataverse requests      {requests} ({throttled} answered 429 and waited out)\n"
+        ));
+        if options.apply {
+            text.push_str(&format!(
+                "  written                 {written}\n  created                 {}\n  failed                  {}\n",
+                tally.created,
+                failures.len()
+            ));
+            for failure in failures {
+                text.push_str(&format!("    {}: {}\n", failure.subject, failure.reason));
+            }
+        }
+        let ok = failures.is_empty();
+        Report {
+            text,
+            json: json!({
+                "from": from,
+                "applied": options.apply,
+                "didomi_users": users,
+                "contacts": contacts,
+                "matched": tally.matched,
+                "differing": tally.differing,
+                "per_column": tally.per_column,
+                "users_without_contact": tally.users_without_contact,
+                "contacts_without_user": tally.contacts_without_user,
+                "written": written,
+                "created": tally.created,
+                "failed": failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.subject, f.reason))
+                    .collect::<Vec<_>>(),
+                "dataverse_requests": requests,
+                "throttled": throttled,
+            }),
+            ok,
+            reason: (!ok).then(|| {
+                format!(
+                    "{} write(s) failed; run reconcile again once the cause is fixed",
+                    failures.len()
+                )
+            }),
+        }
+    }
+}
+
+/// A user's `organization_user_id`, when it has one.
+fn user_key(user: &DidomiUser) -> Option<&str> {
+    user.organization_user_id
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+}
