@@ -13,7 +13,7 @@ fn contact_id(i: usize) -> String {
 }
 
 async fn seeded() -> (Simulator, Config) {
-    let sim = consent_sync_tests::reconcile_simulator(CONTACTS).await;
+    let sim = consent_sync_tests::reconcile_simulator(CONTACTS, 20).await;
     let config = Config::from_json(&sim.config().to_string()).unwrap();
     (sim, config)
 }
@@ -244,7 +244,7 @@ async fn reconcile_under_a_tight_limit_fixes_a_thousand_contacts_in_a_few_dozen_
 async fn a_batch_with_a_contact_deleted_meanwhile_applies_the_others_and_reports_it() {
     // 400 contacts, 20 of them differing (every 20th); one of those is
     // deleted after the contacts were read and before the writes.
-    let sim = consent_sync_tests::reconcile_simulator(400).await;
+    let sim = consent_sync_tests::reconcile_simulator(400, 20).await;
     let config = Config::from_json(&sim.config().to_string()).unwrap();
     let deleted = contact_id(40);
     // Didomi answers slowly at first: the window in which the contact goes.

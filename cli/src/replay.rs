@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use consent_sync::dataverse::consent_records::{RecordWrites, Resolved};
 use consent_sync::dataverse::DataverseClient;
 use consent_sync::didomi::deliveries::{ConsentChange, Scope};
 use consent_sync::didomi::DidomiClient;
@@ -27,6 +28,8 @@ const VISIBILITY_SECONDS: i32 = 300;
 struct Clients {
     dataverse: DataverseClient,
     didomi: DidomiClient,
+    /// The consent purposes and topics, when consent records are configured.
+    resolved: Option<Resolved>,
 }
 
 fn sqs_error<E>(error: aws_sdk_sqs::error::SdkError<E>) -> String
@@ -44,12 +47,25 @@ pub async fn run(config: &Config, queue: Option<String>, dry_run: bool) -> Resul
         .or_else(|| std::env::var(consent_sync::parking::PARKED_QUEUE_URL).ok())
         .filter(|q| !q.trim().is_empty())
         .ok_or("no queue: pass --queue URL or set PARKED_QUEUE_URL (the stack's ParkedQueueUrl output)")?;
-    let aws = aws_config::load_from_env().await;
+    let aws = consent_sync::tls::aws_sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let http = consent_sync::http_client();
+    let dataverse = DataverseClient::new(http.clone(), RetryPolicy::default());
+    let resolved = match &config.contact_point_consent {
+        None => None,
+        Some(section) => Some(
+            dataverse
+                .session(config, crate::deadline())
+                .resolve_consent(section)
+                .await
+                .and_then(|r| r.into_resolved())
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let clients = Clients {
-        dataverse: DataverseClient::new(http.clone(), RetryPolicy::default()),
+        dataverse,
         didomi: DidomiClient::new(http, RetryPolicy::default()),
+        resolved,
     };
     let pseudonyms = config.pseudonyms();
 
@@ -211,15 +227,39 @@ async fn replay_one(
                     contacts.len()
                 ));
             }
-            let outcome = apply(config, &clients.dataverse, &change, deadline)
-                .await
-                .map_err(|e| config.pseudonyms().redact(&e.to_string(), user_id))?;
+            let outcome = apply(
+                config,
+                &clients.dataverse,
+                clients.resolved.as_ref(),
+                &change,
+                deadline,
+            )
+            .await
+            .map_err(|e| config.pseudonyms().redact(&e.to_string(), user_id))?;
+            let records = |r: RecordWrites| {
+                if r.any() {
+                    format!(
+                        "; consent records: {} created, {} updated",
+                        r.created, r.updated
+                    )
+                } else {
+                    String::new()
+                }
+            };
             Ok(match outcome {
-                Outcome::Updated { contacts, columns } => format!(
-                    "updated {contacts} contact(s): {}",
-                    columns.into_iter().collect::<Vec<_>>().join(", ")
+                Outcome::Updated {
+                    contacts,
+                    columns,
+                    records: written,
+                } => format!(
+                    "updated {contacts} contact(s): {}{}",
+                    columns.into_iter().collect::<Vec<_>>().join(", "),
+                    records(written)
                 ),
-                Outcome::Created { contact_id } => format!("created contact {contact_id}"),
+                Outcome::Created {
+                    contact_id,
+                    records: written,
+                } => format!("created contact {contact_id}{}", records(written)),
                 Outcome::Skipped { reason } => format!("nothing to apply: {reason}"),
             })
         }

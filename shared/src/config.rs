@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::contact_point_consent::ContactPointConsent;
 use crate::mapping::{is_logical_name, Mapping, RawMapping};
 use crate::secret::Secret;
 
@@ -38,6 +39,8 @@ pub struct Config {
     /// The key of the pseudonyms that stand for user ids in logs:
     /// `log_pseudonym_key`, else derived from `client_secret`.
     pub log_pseudonym_key: Secret,
+    /// Consent records for Customer Insights – Journeys, when configured.
+    pub contact_point_consent: Option<ContactPointConsent>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,7 @@ struct RawConfig {
     didomi_api_url: Option<String>,
     log_pseudonym_key: Option<Secret>,
     sync_timestamp_column: Option<String>,
+    contact_point_consent: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -235,12 +239,26 @@ impl Config {
             ));
         }
 
-        let raw_mappings = raw
-            .mappings
-            .ok_or_else(|| invalid("mappings", "is required"))?;
-        if raw_mappings.is_empty() {
-            return Err(invalid("mappings", "needs at least one mapping"));
-        }
+        let contact_point_consent = raw
+            .contact_point_consent
+            .map(|section| {
+                ContactPointConsent::from_value(section).map_err(|e| invalid(e.field, e.reason))
+            })
+            .transpose()?;
+        // Contact columns, consent records, or both.
+        let raw_mappings = match raw.mappings {
+            None if contact_point_consent.is_some() => Vec::new(),
+            None => {
+                return Err(invalid(
+                    "mappings",
+                    "is required (or a contact_point_consent section)",
+                ))
+            }
+            Some(m) if m.is_empty() && contact_point_consent.is_none() => {
+                return Err(invalid("mappings", "needs at least one mapping"))
+            }
+            Some(m) => m,
+        };
         let mut mappings = Vec::with_capacity(raw_mappings.len());
         let mut columns = HashSet::new();
         for (index, value) in raw_mappings.into_iter().enumerate() {
@@ -384,6 +402,7 @@ impl Config {
             didomi_api_url,
             log_pseudonym_key,
             sync_timestamp_column,
+            contact_point_consent,
         })
     }
 
@@ -496,6 +515,26 @@ mod tests {
     }
 
     #[test]
+    fn consent_records_may_stand_alone_or_beside_mappings() {
+        let section =
+            json!({"purposes": [{"purpose": "newsletter", "consent_purpose": "Newsletter"}]});
+        let mut alone = valid();
+        alone.as_object_mut().unwrap().remove("mappings");
+        alone["contact_point_consent"] = section.clone();
+        let config = Config::from_json(&alone.to_string()).unwrap();
+        assert!(config.mappings.is_empty());
+        assert_eq!(config.contact_point_consent.unwrap().purposes.len(), 1);
+        let mut beside = valid();
+        beside["contact_point_consent"] = section;
+        assert!(Config::from_json(&beside.to_string()).is_ok());
+        let mut bad = valid();
+        bad["contact_point_consent"] = json!({"purposes": [{"purpose": "newsletter"}]});
+        assert!(
+            error_of(bad).starts_with("configuration field `contact_point_consent.purposes[0]`")
+        );
+    }
+
+    #[test]
     fn missing_required_fields_are_named() {
         for field in [
             "client_id",
@@ -507,9 +546,14 @@ mod tests {
         ] {
             let mut config = valid();
             config.as_object_mut().unwrap().remove(field);
+            let alternative = if field == "mappings" {
+                " (or a contact_point_consent section)"
+            } else {
+                ""
+            };
             assert_eq!(
                 error_of(config),
-                format!("configuration field `{field}`: is required")
+                format!("configuration field `{field}`: is required{alternative}")
             );
         }
         let mut config = valid();

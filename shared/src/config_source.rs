@@ -28,7 +28,7 @@ impl ConfigSource {
     /// The Secrets Manager secret named by `CONFIG_SECRET_ID`, with the AWS
     /// settings (region, credentials, `AWS_ENDPOINT_URL…`) from the environment.
     pub async fn from_env() -> Result<ConfigSource, ConfigError> {
-        let aws = aws_config::load_from_env().await;
+        let aws = crate::tls::aws_sdk_config().await;
         Self::from_aws(&aws)
     }
 
@@ -92,7 +92,7 @@ impl ConfigSource {
 pub async fn function_environment(
 ) -> Result<(ConfigSource, Duration, crate::parking::Parking), ConfigError> {
     let ttl = cache_ttl_from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = crate::tls::aws_sdk_config().await;
     let source = ConfigSource::from_aws(&aws)?;
     Ok((source, ttl, crate::parking::Parking::from_env(&aws)))
 }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod config_source;
 pub mod consents;
+pub mod contact_point_consent;
 pub mod dataverse;
 pub mod didomi;
 pub mod flows;
@@ -20,6 +21,7 @@ pub mod parking;
 pub mod retry;
 pub mod secret;
 pub mod time;
+pub mod tls;
 pub mod token;
 
 pub use config::{Config, ConfigError};
@@ -27,15 +29,4 @@ pub use config_source::{ConfigCache, ConfigSource};
 pub use flows::didomi_to_dynamics::{self, DidomiToDynamics};
 pub use flows::dynamics_to_didomi::{self, DynamicsToDidomi};
 pub use retry::{Deadline, RetryPolicy};
-
-/// The HTTP client every downstream call goes through: rustls, pooled
-/// connections kept warm between invocations, a connect timeout well inside
-/// any invocation budget.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .pool_idle_timeout(std::time::Duration::from_secs(50))
-        .user_agent(concat!("consent-sync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the TLS backend initialises")
-}
+pub use tls::http_client;

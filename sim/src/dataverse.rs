@@ -162,14 +162,14 @@ pub fn serve(
         .into_owned()
         .collect();
     let path = path.trim_start_matches('/');
-    if let Some(response) = crate::registration::serve(state, method, path, &params, body) {
-        return response;
-    }
     let user = headers
         .get("MSCRMCallerID")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| state.identity.application_user_id.clone());
+    if let Some(response) = crate::registration::serve(state, method, path, &params, body, &user) {
+        return response;
+    }
     match (method, path) {
         (&Method::GET, "EntityDefinitions(LogicalName='contact')/Attributes") => {
             let rows: Vec<Value> = state
@@ -538,13 +538,16 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
     response
 }
 
+/// A bulk target: its primary key (when given) and its columns.
+type Target = (Option<String>, Map<String, Value>);
+
 /// The `Targets` of a bulk operation message: contact rows, each with its
 /// `@odata.type`, and with its primary key when `key_required`.
 fn targets(
     state: &SimState,
     body: &[u8],
     key_required: bool,
-) -> Result<Vec<(Option<String>, Map<String, Value>)>, Response> {
+) -> Result<Vec<Target>, Response> {
     let targets = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut request)) => match request.remove("Targets") {
             Some(Value::Array(targets)) if !targets.is_empty() => targets,

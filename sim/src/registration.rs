@@ -22,6 +22,33 @@ pub const MESSAGE_CREATE: &str = "9ebdbb1b-ea3e-db11-86a7-000a3a5473e8";
 pub const MESSAGE_UPDATE: &str = "20bebb1b-ea3e-db11-86a7-000a3a5473e8";
 pub const MESSAGE_DELETE: &str = "20bebb1b-ea3e-db11-86a7-000a3a5473e9";
 
+/// Customer Insights – Journeys' consent table (`msdynmkt_contactpointconsent4`).
+pub const CONSENT_ENTITY: &str = "msdynmkt_contactpointconsent4";
+pub const CONSENT_SET: &str = "msdynmkt_contactpointconsent4s";
+/// The purposes and topics of a new Journeys environment, as seeded here.
+pub const PURPOSE_NEWSLETTER: &str = "b1a2c3d4-0000-4000-8000-0000000000a1";
+pub const PURPOSE_MARKETING: &str = "b1a2c3d4-0000-4000-8000-0000000000a2";
+pub const TOPIC_SPORTS: &str = "b1a2c3d4-0000-4000-8000-0000000000b1";
+pub const TOPIC_NEWS: &str = "b1a2c3d4-0000-4000-8000-0000000000b2";
+const RESTRICTIVE: i64 = 534_120_000;
+const NON_RESTRICTIVE: i64 = 534_120_001;
+
+/// The choice columns of the consent table and their valid values.
+pub(crate) fn consent_choice_range(
+    column: &str,
+) -> Option<&'static [std::ops::RangeInclusive<i64>]> {
+    Some(match column {
+        "msdynmkt_contactpointtype" => &[534_120_000..=534_120_003],
+        "msdynmkt_value" => &[534_120_000..=534_120_002],
+        "msdynmkt_contactpointconsenttype" => &[534_120_000..=534_120_001],
+        "msdynmkt_source" => &[534_120_000..=534_120_007],
+        "msdynmkt_logicalreason" => &[534_119_999..=534_119_999, 534_120_000..=534_120_007],
+        "statecode" => &[0..=1],
+        "statuscode" => &[1..=2],
+        _ => return None,
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct Table {
     pub primary_key: &'static str,
@@ -85,6 +112,16 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
                     "a1c5bb1b-ea3e-db11-86a7-000a3a5473e8",
                     MESSAGE_UPDATE,
                     "account",
+                ),
+                filter(
+                    "d2c5bb1b-ea3e-db11-86a7-000a3a5473e8",
+                    MESSAGE_CREATE,
+                    CONSENT_ENTITY,
+                ),
+                filter(
+                    "d3c5bb1b-ea3e-db11-86a7-000a3a5473e8",
+                    MESSAGE_UPDATE,
+                    CONSENT_ENTITY,
                 ),
             ],
         },
@@ -167,6 +204,66 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
                 "messagepropertyname": "Target", "attributes": "name",
                 "_sdkmessageprocessingstepid_value": "5e2b1a00-0000-4000-8000-00000000a0d2"
             }))],
+        },
+    );
+    tables.insert(
+        "msdynmkt_purposes",
+        Table {
+            primary_key: "msdynmkt_purposeid",
+            writable: &[],
+            lookups: &[],
+            rows: vec![
+                row(json!({"msdynmkt_purposeid": PURPOSE_NEWSLETTER, "msdynmkt_name": "Newsletter",
+                    "msdynmkt_enforcementmodel": RESTRICTIVE, "msdynmkt_smsenforcementmodel": RESTRICTIVE,
+                    "msdynmkt_voiceenforcementmodel": RESTRICTIVE, "msdynmkt_customenforcementmodel": RESTRICTIVE})),
+                row(json!({"msdynmkt_purposeid": PURPOSE_MARKETING, "msdynmkt_name": "Commercial communications",
+                    "msdynmkt_enforcementmodel": NON_RESTRICTIVE, "msdynmkt_smsenforcementmodel": RESTRICTIVE,
+                    "msdynmkt_voiceenforcementmodel": NON_RESTRICTIVE, "msdynmkt_customenforcementmodel": NON_RESTRICTIVE})),
+            ],
+        },
+    );
+    tables.insert(
+        "msdynmkt_topics",
+        Table {
+            primary_key: "msdynmkt_topicid",
+            writable: &[],
+            lookups: &[],
+            rows: vec![
+                row(json!({"msdynmkt_topicid": TOPIC_SPORTS, "msdynmkt_name": "Sports", "_msdynmkt_purposeid_value": PURPOSE_NEWSLETTER})),
+                row(json!({"msdynmkt_topicid": TOPIC_NEWS, "msdynmkt_name": "News", "_msdynmkt_purposeid_value": PURPOSE_NEWSLETTER})),
+            ],
+        },
+    );
+    tables.insert(
+        CONSENT_SET,
+        Table {
+            primary_key: "msdynmkt_contactpointconsent4id",
+            writable: &[
+                "msdynmkt_contactpointvalue",
+                "msdynmkt_contactpointtype",
+                "msdynmkt_value",
+                "msdynmkt_contactpointconsenttype",
+                "msdynmkt_source",
+                "msdynmkt_logicalreason",
+                "msdynmkt_reason",
+                "msdynmkt_modifiedonbehalf",
+                "statecode",
+                "statuscode",
+            ],
+            // Navigation properties are case-sensitive: `msdynmkt_purposeId`.
+            lookups: &[
+                (
+                    "msdynmkt_purposeId",
+                    "_msdynmkt_purposeid_value",
+                    "msdynmkt_purposes",
+                ),
+                (
+                    "msdynmkt_topicId",
+                    "_msdynmkt_topicid_value",
+                    "msdynmkt_topics",
+                ),
+            ],
+            rows: vec![],
         },
     );
     tables.insert(
@@ -316,6 +413,7 @@ pub fn serve(
     path: &str,
     params: &HashMap<String, String>,
     body: &[u8],
+    user: &str,
 ) -> Option<Response> {
     let (set, id) = match path.split_once('(') {
         Some((set, rest)) => (set, Some(rest.strip_suffix(')')?.to_string())),
@@ -334,8 +432,8 @@ pub fn serve(
             .into_response(),
             None => does_not_exist(set, &id),
         },
-        (&Method::POST, None) => create(state, set, body),
-        (&Method::PATCH, Some(id)) => update(state, set, &id, body),
+        (&Method::POST, None) => create(state, set, body, user),
+        (&Method::PATCH, Some(id)) => update(state, set, &id, body, user),
         (&Method::DELETE, Some(id)) => delete(state, set, &id),
         _ => odata_error(
             405,
@@ -343,6 +441,13 @@ pub fn serve(
             "The method is not allowed on this resource.",
         ),
     })
+}
+
+fn text_of(row: &Map<String, Value>, column: &str) -> String {
+    row.get(column)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn find(table: &Table, id: &str) -> Option<usize> {
@@ -477,6 +582,29 @@ fn validate(set: &str, row: &Map<String, Value>) -> Result<(), Response> {
                 ));
             }
         }
+        CONSENT_SET => {
+            for (column, value) in row {
+                let Some(ranges) = consent_choice_range(column) else {
+                    continue;
+                };
+                let fits = value.is_null()
+                    || value
+                        .as_i64()
+                        .is_some_and(|v| ranges.iter().any(|r| r.contains(&v)));
+                if !fits {
+                    return Err(odata_error(
+                        400,
+                        "0x8004431a",
+                        &format!("A validation error occurred. The value {value} of '{column}' on record of type 'msdynmkt_contactpointconsent4' is outside the valid range."),
+                    ));
+                }
+            }
+            for required in ["msdynmkt_contactpointvalue", "msdynmkt_contactpointtype"] {
+                if text(required).is_empty() && number(required).is_none() {
+                    return Err(bad_request(&format!("{required} is required.")));
+                }
+            }
+        }
         "sdkmessageprocessingstepimages" if !matches!(number("imagetype"), Some(0..=2)) => {
             return Err(odata_error(
                 400,
@@ -489,11 +617,12 @@ fn validate(set: &str, row: &Map<String, Value>) -> Result<(), Response> {
     Ok(())
 }
 
-fn create(state: &mut SimState, set: &str, body: &[u8]) -> Response {
+fn create(state: &mut SimState, set: &str, body: &[u8], user: &str) -> Response {
     let mut row = match fields(state, set, body) {
         Ok(fields) => fields,
         Err(response) => return response,
     };
+    let sent = row.clone();
     if state.tables[set].writable.is_empty() {
         return odata_error(
             405,
@@ -504,14 +633,26 @@ fn create(state: &mut SimState, set: &str, body: &[u8]) -> Response {
     let primary_key = state.tables[set].primary_key;
     let id = uuid::Uuid::new_v4().to_string();
     row.insert(primary_key.into(), json!(id));
-    if set == "sdkmessageprocessingsteps" {
+    if set == "sdkmessageprocessingsteps" || set == CONSENT_SET {
         row.entry("statecode").or_insert(json!(0));
         row.entry("statuscode").or_insert(json!(1));
+    }
+    if set == CONSENT_SET {
+        row.entry("msdynmkt_value").or_insert(json!(534_120_000));
+        row.insert("modifiedon".into(), json!(crate::didomi::iso_seconds()));
     }
     if let Err(response) = validate(set, &row) {
         return response;
     }
-    state.tables.get_mut(set).expect("known").rows.push(row);
+    state
+        .tables
+        .get_mut(set)
+        .expect("known")
+        .rows
+        .push(row.clone());
+    if set == CONSENT_SET {
+        crate::webhooks::row_written(state, CONSENT_ENTITY, "Create", &id, &row, &sent, user);
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let entity_id = format!("{}{API_PATH}/{set}({id})", state.base_url);
     response.headers_mut().insert(
@@ -521,7 +662,7 @@ fn create(state: &mut SimState, set: &str, body: &[u8]) -> Response {
     response
 }
 
-fn update(state: &mut SimState, set: &str, id: &str, body: &[u8]) -> Response {
+fn update(state: &mut SimState, set: &str, id: &str, body: &[u8], user: &str) -> Response {
     let fields = match fields(state, set, body) {
         Ok(fields) => fields,
         Err(response) => return response,
@@ -530,11 +671,18 @@ fn update(state: &mut SimState, set: &str, id: &str, body: &[u8]) -> Response {
         return does_not_exist(set, id);
     };
     let mut row = state.tables[set].rows[index].clone();
-    row.extend(fields);
+    row.extend(fields.clone());
+    if set == CONSENT_SET {
+        row.insert("modifiedon".into(), json!(crate::didomi::iso_seconds()));
+    }
     if let Err(response) = validate(set, &row) {
         return response;
     }
-    state.tables.get_mut(set).expect("known").rows[index] = row;
+    state.tables.get_mut(set).expect("known").rows[index] = row.clone();
+    if set == CONSENT_SET {
+        let id = text_of(&row, state.tables[set].primary_key);
+        crate::webhooks::row_written(state, CONSENT_ENTITY, "Update", &id, &row, &fields, user);
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 

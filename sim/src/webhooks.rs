@@ -39,17 +39,64 @@ fn typed(kind: Option<&ColumnType>, value: &Value) -> Value {
     }
 }
 
-fn entity(state: &SimState, id: &str, attributes: &Map<String, Value>) -> Value {
+fn entity(
+    state: &SimState,
+    logical_name: &str,
+    id: &str,
+    attributes: &Map<String, Value>,
+) -> Value {
     let attributes: Vec<Value> = attributes
         .iter()
-        .map(|(k, v)| json!({"key": k, "value": typed(state.columns.get(k), v)}))
+        .map(|(k, v)| {
+            let (key, value) = attribute(state, logical_name, k, v);
+            json!({"key": key, "value": value})
+        })
         .collect();
     json!({
         "__type": format!("Entity:{NS}"),
         "Attributes": attributes,
         "EntityState": null, "FormattedValues": [], "Id": id, "KeyAttributes": [],
-        "LogicalName": "contact", "RelatedEntities": [], "RowVersion": null
+        "LogicalName": logical_name, "RelatedEntities": [], "RowVersion": null
     })
+}
+
+/// A stored column as the context carries it: a lookup (`_x_value` in the
+/// Web API) becomes attribute `x` holding an `EntityReference`, a choice an
+/// `OptionSetValue`.
+fn attribute(state: &SimState, logical_name: &str, column: &str, value: &Value) -> (String, Value) {
+    if let Some(name) = column
+        .strip_prefix('_')
+        .and_then(|c| c.strip_suffix("_value"))
+    {
+        let target = name.strip_suffix("id").unwrap_or(name);
+        let reference = json!({"__type": format!("EntityReference:{NS}"), "Id": value,
+            "KeyAttributes": [], "LogicalName": target, "Name": null, "RowVersion": null});
+        return (
+            name.to_string(),
+            if value.is_null() {
+                Value::Null
+            } else {
+                reference
+            },
+        );
+    }
+    let kind = if logical_name == "contact" {
+        state.columns.get(column).copied()
+    } else if crate::registration::consent_choice_range(column).is_some() {
+        Some(ColumnType::Picklist)
+    } else {
+        None
+    };
+    (column.to_string(), typed(kind.as_ref(), value))
+}
+
+/// The image columns of `row`: a lookup attribute `x` reads the row's `_x_value`.
+fn image_column(row: &Map<String, Value>, attribute: &str) -> Option<(String, Value)> {
+    if let Some(value) = row.get(attribute) {
+        return Some((attribute.to_string(), value.clone()));
+    }
+    let lookup = format!("_{attribute}_value");
+    row.get(&lookup).map(|v| (lookup, v.clone()))
 }
 
 /// The header name and value from `<settings><setting name="…" value="…"/></settings>`.
@@ -78,21 +125,35 @@ pub fn contact_written(
     sent: &Map<String, Value>,
     user: &str,
 ) {
-    let message_id = match message {
-        "Create" => MESSAGE_CREATE,
-        "Update" => MESSAGE_UPDATE,
-        _ => return,
-    };
     let Some(row) = state
         .contact_position(id)
         .map(|at| state.contacts[at].clone())
     else {
         return;
     };
+    row_written(state, "contact", message, id, &row, sent, user);
+}
+
+/// Queues the webhook deliveries that a write of `sent` columns to row `id`
+/// (now `row`) of table `logical_name` by `user` fires.
+pub fn row_written(
+    state: &mut SimState,
+    logical_name: &str,
+    message: &str,
+    id: &str,
+    row: &Map<String, Value>,
+    sent: &Map<String, Value>,
+    user: &str,
+) {
+    let message_id = match message {
+        "Create" => MESSAGE_CREATE,
+        "Update" => MESSAGE_UPDATE,
+        _ => return,
+    };
     let filters: Vec<String> = state.tables["sdkmessagefilters"]
         .rows
         .iter()
-        .filter(|f| text(f, "primaryobjecttypecode") == "contact")
+        .filter(|f| text(f, "primaryobjecttypecode") == logical_name)
         .map(|f| text(f, "sdkmessagefilterid").to_string())
         .collect();
     let steps: Vec<Map<String, Value>> = state.tables["sdkmessageprocessingsteps"]
@@ -111,7 +172,9 @@ pub fn contact_written(
         let filtering = text(&step, "filteringattributes");
         if message == "Update"
             && !filtering.is_empty()
-            && !filtering.split(',').any(|a| sent.contains_key(a.trim()))
+            && !filtering
+                .split(',')
+                .any(|a| image_column(sent, a.trim()).is_some())
         {
             continue;
         }
@@ -136,20 +199,16 @@ pub fn contact_written(
                 let columns: Map<String, Value> = text(image, "attributes")
                     .split(',')
                     .map(str::trim)
-                    .filter_map(|c| {
-                        row.get(c)
-                            .filter(|v| !v.is_null())
-                            .map(|v| (c.to_string(), v.clone()))
-                    })
+                    .filter_map(|c| image_column(row, c).filter(|(_, v)| !v.is_null()))
                     .collect();
-                json!({"key": text(image, "entityalias"), "value": entity(state, id, &columns)})
+                json!({"key": text(image, "entityalias"), "value": entity(state, logical_name, id, &columns)})
             })
             .collect();
         let mut target = sent.clone();
-        target.insert("contactid".into(), json!(id));
+        target.insert(format!("{logical_name}id"), json!(id));
         let now = millis();
         target.insert("modifiedon".into(), json!(format!("/Date({now})/")));
-        let mut target = entity(state, id, &target);
+        let mut target = entity(state, logical_name, id, &target);
         if let Some(attributes) = target["Attributes"].as_array_mut() {
             attributes.push(json!({"key": "modifiedby", "value": {
                 "__type": format!("EntityReference:{NS}"), "Id": user, "KeyAttributes": [],
@@ -176,7 +235,7 @@ pub fn contact_written(
             "PostEntityImages": images,
             "PreEntityImages": [],
             "PrimaryEntityId": id,
-            "PrimaryEntityName": "contact",
+            "PrimaryEntityName": logical_name,
             "RequestId": uuid::Uuid::new_v4().to_string(),
             "SecondaryEntityName": "none",
             "SharedVariables": [],
@@ -186,7 +245,7 @@ pub fn contact_written(
         let mut headers = vec![
             ("content-type".to_string(), "application/json".to_string()),
             ("x-ms-dynamics-organization".into(), "sim".into()),
-            ("x-ms-dynamics-entity-name".into(), "contact".into()),
+            ("x-ms-dynamics-entity-name".into(), logical_name.into()),
             ("x-ms-dynamics-request-name".into(), message.into()),
             ("x-ms-correlation-request-id".into(), correlation),
         ];

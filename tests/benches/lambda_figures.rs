@@ -8,7 +8,9 @@
 //! API; CPU per warm event is the process's scheduler time over a run of
 //! warm invocations, divided by their number.
 //!
-//! `cargo bench -p consent-sync-tests --bench lambda_figures [-- ROUNDS]`
+//! `cargo bench -p consent-sync-tests --bench lambda_figures [-- ROUNDS]`;
+//! `CONSENT_SYNC_BINARIES=DIR` measures the function binaries in DIR instead
+//! of this workspace's (to compare two builds on the same machine).
 
 use std::time::Duration;
 
@@ -33,6 +35,57 @@ async fn init_time(deployment: &Deployment) -> Duration {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     panic!("the function never polled for an event");
+}
+
+/// Init over repeated cold starts (a single start is too noisy): the
+/// process started as Lambda starts it, until its first poll for an event —
+/// the wall time (median, p90) and the CPU time it used (median).
+async fn init_times(name: &str, starts: usize) -> (Duration, Duration, Duration) {
+    let mut times = Vec::with_capacity(starts);
+    let mut cpu = Vec::with_capacity(starts);
+    for _ in 0..starts {
+        let runtime = consent_sync_sim::runtime_api::RuntimeApi::start()
+            .await
+            .unwrap();
+        let function = consent_sync_tests::lambda::FunctionProcess::start_binary(
+            name,
+            &runtime,
+            &[
+                ("CONFIG_SECRET_ID", "consent-sync/config"),
+                ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ],
+        );
+        let mut polled = None;
+        for _ in 0..2500 {
+            if let Some(at) = runtime.first_poll() {
+                polled = Some(at);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(polled.expect("the function polled for an event") - function.started);
+        // Idle once it polls: its CPU time now is its init's.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cpu.push(function.cpu_time());
+        function.stop();
+    }
+    times.sort();
+    cpu.sort();
+    (
+        times[times.len() / 2],
+        times[times.len() * 9 / 10],
+        cpu[cpu.len() / 2],
+    )
+}
+
+fn print_init((median, p90, cpu): (Duration, Duration, Duration), starts: usize) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "init over {starts} starts      wall median {:.2} ms, p90 {:.2} ms; CPU median {:.2} ms",
+        ms(median),
+        ms(p90),
+        ms(cpu)
+    );
 }
 
 fn cpu_per_event(name: &str, cpu: Duration, events: usize) {
@@ -120,6 +173,7 @@ async fn main() {
         "init (start to first poll)   {:.2} ms",
         init.as_secs_f64() * 1000.0
     );
+    print_init(init_times("didomi-to-dynamics", 30).await, 30);
     println!(
         "first invocation (secret read + token + GET + PATCH)  {:.2} ms",
         cold.as_secs_f64() * 1000.0
@@ -213,6 +267,7 @@ async fn dynamics_to_didomi(rounds: usize) {
         "init (start to first poll)   {:.2} ms",
         init.as_secs_f64() * 1000.0
     );
+    print_init(init_times(DYNAMICS_TO_DIDOMI, 30).await, 30);
     println!(
         "first invocation (secret + token + WhoAmI + session + event)  {:.2} ms",
         cold.as_secs_f64() * 1000.0

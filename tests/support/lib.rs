@@ -188,6 +188,12 @@ pub async fn serve(function: Arc<DidomiToDynamics>) -> consent_sync_sim::gateway
 /// Builds the workspace's binaries (a no-op when they are up to date)
 /// and returns its path, next to this test's own executable.
 pub fn binary(name: &str) -> std::path::PathBuf {
+    // Another build's binaries, to compare two builds with the same benchmark.
+    if let Some(dir) = std::env::var_os("CONSENT_SYNC_BINARIES") {
+        let path = std::path::Path::new(&dir).join(name);
+        assert!(path.exists(), "{} not found", path.display());
+        return path;
+    }
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe
@@ -220,9 +226,9 @@ pub fn numbered_contact_id(i: usize) -> String {
 
 /// A simulator with `count` contacts and as many Didomi users: each contact
 /// opted in or out of marketing by parity, Didomi agreeing except for every
-/// 20th (one in twenty differs); every 7th Didomi id differs from the
+/// `every`th (one in `every` differs); every 7th Didomi id differs from the
 /// contact's key in case only.
-pub async fn reconcile_simulator(count: usize) -> Simulator {
+pub async fn reconcile_simulator(count: usize, every: usize) -> Simulator {
     let contacts = (0..count)
         .map(|i| {
             let mut row = serde_json::Map::new();
@@ -241,7 +247,7 @@ pub async fn reconcile_simulator(count: usize) -> Simulator {
     {
         let mut state = sim.state();
         for i in 0..count {
-            let opted_in = (i % 2 == 1) != (i % 20 == 0);
+            let opted_in = (i % 2 == 1) != (i % every == 0);
             let id = if i % 7 == 0 {
                 format!("User{i}@Example.com")
             } else {

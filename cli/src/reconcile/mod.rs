@@ -129,8 +129,8 @@ pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
         std::io::stderr().is_terminal(),
     );
     let failures = match run.options.from {
-        From::Didomi => run.from_didomi(batch_size).await?,
-        From::Dynamics => run.from_dynamics().await?,
+        From::Didomi => run.follow_didomi(batch_size).await?,
+        From::Dynamics => run.follow_dynamics().await?,
     };
     drop(ticker);
     Ok(run.report(&failures, started.elapsed()))
@@ -139,7 +139,7 @@ pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
 impl Run {
     /// Didomi is the truth: contacts are indexed, Didomi users streamed, and
     /// differing contacts written in bulk.
-    async fn from_didomi(&mut self, batch_size: usize) -> Result<Vec<Failure>, String> {
+    async fn follow_didomi(&mut self, batch_size: usize) -> Result<Vec<Failure>, String> {
         let config = self.config.clone();
         let columns = Columns::new(config.columns_to_dynamics());
         let mut contacts = Index::default();
@@ -233,7 +233,7 @@ impl Run {
 
     /// Dynamics is the truth: Didomi users are indexed, contacts streamed,
     /// and each differing contact sent as one consent event.
-    async fn from_dynamics(&mut self) -> Result<Vec<Failure>, String> {
+    async fn follow_dynamics(&mut self) -> Result<Vec<Failure>, String> {
         let config = self.config.clone();
         let columns = Columns::new(config.columns_to_didomi());
         let mut users = Index::default();

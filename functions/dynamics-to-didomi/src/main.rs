@@ -17,7 +17,9 @@ fn configuration_error(error: &ConfigError) -> Diagnostic {
     }
 }
 
-#[tokio::main]
+// Lambda hands a function one event at a time: a single-threaded runtime
+// spares the thread hand-offs of a multi-threaded one.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     consent_sync::logging::init();
     // An environment problem fails each invocation with its message, rather

@@ -3,6 +3,7 @@
 //! plain row operations that webhook registration and metadata checks use.
 
 pub mod bulk;
+pub mod consent_records;
 pub mod metadata;
 pub mod pacing;
 pub mod registration;
@@ -58,6 +59,10 @@ pub enum DataverseError {
     },
     #[error("Dataverse answered in an unexpected form: {0}")]
     BadAnswer(String),
+    #[error(
+        "the environment lacks what the configuration names: {0} (run `consent-sync config check`)"
+    )]
+    Unresolved(String),
 }
 
 impl DataverseError {
@@ -68,7 +73,7 @@ impl DataverseError {
             DataverseError::Token(e) => e.is_transient(),
             DataverseError::Unavailable(_) => true,
             DataverseError::Api { status, .. } => *status == 429 || *status >= 500,
-            DataverseError::BadAnswer(_) => false,
+            DataverseError::BadAnswer(_) | DataverseError::Unresolved(_) => false,
         }
     }
 
@@ -88,6 +93,7 @@ impl DataverseError {
             DataverseError::Unavailable(_) => "dataverse_unavailable",
             DataverseError::Api { status: 429, .. } => "dataverse_throttled",
             DataverseError::Api { .. } | DataverseError::BadAnswer(_) => "dataverse_unavailable",
+            DataverseError::Unresolved(_) => "configuration",
         }
     }
 
@@ -98,6 +104,7 @@ impl DataverseError {
     pub fn http_status(&self) -> u16 {
         match self {
             DataverseError::Token(TokenError::Refused { .. }) if !self.is_transient() => 500,
+            DataverseError::Unresolved(_) => 500,
             _ if self.is_transient() => 503,
             _ => 502,
         }

@@ -56,6 +56,15 @@ impl ConsentChange {
         self.status.as_deref().is_none_or(|s| s == "confirmed")
     }
 
+    /// The delivery as a consent record's reason may name it: its kind and
+    /// Didomi's id of the entity, nothing personal.
+    pub fn describe(&self) -> String {
+        match &self.delivery_id {
+            Some(id) => format!("{} {id}", self.kind),
+            None => self.kind.clone(),
+        }
+    }
+
     /// Written by consent-sync itself (the other direction): syncing it back would echo.
     pub fn is_own_echo(&self) -> bool {
         self.delegate_id.as_deref() == Some(DELEGATE_ID)

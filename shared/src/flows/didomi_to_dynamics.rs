@@ -9,6 +9,8 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, ConfigError};
 use crate::config_source::ConfigCache;
+use crate::contact_point_consent::{wanted_values, ContactPoint};
+use crate::dataverse::consent_records::{reason, RecordWrites, Resolved};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
@@ -26,6 +28,8 @@ pub struct DidomiToDynamics {
     pub config: ConfigCache,
     pub dataverse: DataverseClient,
     pub parking: Parking,
+    /// The consent purposes and topics, resolved once per configuration load.
+    pub resolved: ResolvedCache,
 }
 
 /// The result of a delivery that was handled.
@@ -34,9 +38,11 @@ pub enum Outcome {
     Updated {
         contacts: usize,
         columns: BTreeSet<String>,
+        records: RecordWrites,
     },
     Created {
         contact_id: String,
+        records: RecordWrites,
     },
     Skipped {
         reason: String,
@@ -52,12 +58,29 @@ impl Outcome {
 
     pub fn to_json(&self) -> Value {
         let outcome = self.name();
+        let records_json = |records: &RecordWrites| json!({"created": records.created, "updated": records.updated});
         match self {
-            Outcome::Updated { contacts, columns } => {
-                json!({"outcome": outcome, "contacts": contacts, "columns": columns})
+            Outcome::Updated {
+                contacts,
+                columns,
+                records,
+            } => {
+                let mut answer =
+                    json!({"outcome": outcome, "contacts": contacts, "columns": columns});
+                if records.any() {
+                    answer["consent_records"] = records_json(records);
+                }
+                answer
             }
-            Outcome::Created { contact_id } => {
-                json!({"outcome": outcome, "contact_id": contact_id})
+            Outcome::Created {
+                contact_id,
+                records,
+            } => {
+                let mut answer = json!({"outcome": outcome, "contact_id": contact_id});
+                if records.any() {
+                    answer["consent_records"] = records_json(records);
+                }
+                answer
             }
             Outcome::Skipped { reason } => json!({"outcome": outcome, "reason": reason}),
         }
@@ -91,6 +114,7 @@ impl DidomiToDynamics {
                 crate::retry::RetryPolicy::default(),
             ),
             parking: Parking::disabled(),
+            resolved: ResolvedCache::default(),
         }
     }
 
@@ -128,7 +152,20 @@ impl DidomiToDynamics {
             .organization_user_id
             .as_deref()
             .map(|id| pseudonyms.of(id));
-        match apply(&config, &self.dataverse, &change, deadline).await {
+        let result = match self.resolved.get(&config, &self.dataverse, deadline).await {
+            Ok(resolved) => {
+                apply(
+                    &config,
+                    &self.dataverse,
+                    resolved.as_deref(),
+                    &change,
+                    deadline,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(outcome) => Ok(answered(&change.kind, user.as_deref(), &outcome, started)),
             Err(error) => {
                 let message = pseudonyms.redact(
@@ -198,10 +235,13 @@ fn answered(
     json_response(200, &outcome.to_json())
 }
 
-/// Brings the matching contacts in line with the delivery.
+/// Brings the matching contacts, and the consent records of the address
+/// when `contact_point_consent` is configured (`resolved` then holds its
+/// purposes and topics), in line with the delivery.
 pub async fn apply(
     config: &Config,
     dataverse: &DataverseClient,
+    resolved: Option<&Resolved>,
     change: &ConsentChange,
     deadline: Deadline,
 ) -> Result<Outcome, DataverseError> {
@@ -230,28 +270,133 @@ pub async fn apply(
         return Ok(Outcome::skipped("the delivery has no organization_user_id"));
     };
     let desired = columns_from_consents(&config.mappings, &change.consents);
-    if desired.is_empty() {
+    let records = config.contact_point_consent.as_ref().zip(resolved);
+    let wanted = records
+        .map(|(section, _)| wanted_values(section, &change.consents))
+        .unwrap_or_default();
+    if desired.is_empty() && wanted.is_empty() {
         return Ok(Outcome::skipped(
             "no mapped purpose or channel has a choice in this delivery",
         ));
     }
+    let session = dataverse.session(config, deadline);
+    // The contact column that holds the address, when records take it from there.
+    let address_column = records.and_then(|(section, _)| match &section.contact_point {
+        ContactPoint::Column(column) if !wanted.is_empty() => Some(column.as_str()),
+        _ => None,
+    });
 
+    let (contacts_outcome, contacts) = if desired.is_empty() {
+        let contacts = match address_column {
+            Some(column) => session.find_contacts(user_id, &[column]).await?,
+            None => Vec::new(),
+        };
+        (None, contacts)
+    } else {
+        let (outcome, contacts) =
+            apply_to_contacts(config, &session, change, user_id, desired, address_column).await?;
+        (Some(outcome), contacts)
+    };
+    let stale = matches!(&contacts_outcome, Some(ContactsOutcome::Stale));
+
+    let mut writes = RecordWrites::default();
+    let mut no_address = false;
+    if let (Some((section, resolved)), false, false) = (records, wanted.is_empty(), stale) {
+        let addresses: Vec<String> = match address_column {
+            None => vec![user_id.to_string()],
+            Some(column) => {
+                let mut found: Vec<String> = contacts
+                    .iter()
+                    .filter_map(|c| c.columns.get(column)?.as_str())
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                found.sort_by_key(|a| a.to_lowercase());
+                found.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+                found
+            }
+        };
+        no_address = addresses.is_empty();
+        let reason = reason(&change.describe());
+        for address in &addresses {
+            // One read per address, whatever the number of records.
+            let existing = session.consent_records(address, section.channel).await?;
+            writes.add(
+                session
+                    .write_consent_records(section, resolved, address, &existing, &wanted, &reason)
+                    .await?,
+            );
+        }
+    }
+
+    Ok(match contacts_outcome {
+        Some(ContactsOutcome::Updated { contacts, columns }) => Outcome::Updated {
+            contacts,
+            columns,
+            records: writes,
+        },
+        Some(ContactsOutcome::Created { contact_id }) => Outcome::Created {
+            contact_id,
+            records: writes,
+        },
+        _ if writes.any() => Outcome::Updated {
+            contacts: 0,
+            columns: BTreeSet::new(),
+            records: writes,
+        },
+        Some(ContactsOutcome::Skipped(reason)) if wanted.is_empty() => Outcome::skipped(reason),
+        Some(ContactsOutcome::Skipped(reason)) => {
+            Outcome::skipped(format!("{reason}; the consent records are up to date"))
+        }
+        Some(ContactsOutcome::Stale) => Outcome::skipped(
+            "not newer than the change already applied to the contact (stale or redelivered)",
+        ),
+        None if no_address => {
+            Outcome::skipped("no matching contact has an address for the consent records")
+        }
+        None => Outcome::skipped("the consent records are already up to date"),
+    })
+}
+
+/// What became of the contacts of a delivery.
+enum ContactsOutcome {
+    Updated {
+        contacts: usize,
+        columns: BTreeSet<String>,
+    },
+    Created {
+        contact_id: String,
+    },
+    /// Every contact already holds a change at least as new.
+    Stale,
+    Skipped(String),
+}
+
+/// Brings the contacts whose key is `user_id` in line with `desired`;
+/// returns them too (with `address_column` read), for the consent records.
+async fn apply_to_contacts(
+    config: &Config,
+    session: &crate::dataverse::Dataverse<'_>,
+    change: &ConsentChange,
+    user_id: &str,
+    desired: Map<String, Value>,
+    address_column: Option<&str>,
+) -> Result<(ContactsOutcome, Vec<crate::dataverse::Contact>), DataverseError> {
     // The stale-event guard: the change's own time, against the time of the
     // last change applied to each contact.
     let guard = config
         .sync_timestamp_column
         .as_deref()
         .zip(change.changed_at);
-    let session = dataverse.session(config, deadline);
     let mut columns: Vec<&str> = desired.keys().map(String::as_str).collect();
     columns.extend(guard.map(|(column, _)| column));
+    columns.extend(address_column);
     let contacts = session.find_contacts(user_id, &columns).await?;
 
     if contacts.is_empty() {
         if !config.upsert_mode {
-            return Ok(Outcome::skipped(
-                "no contact matches and upsert_mode is off",
-            ));
+            let reason = "no contact matches and upsert_mode is off";
+            return Ok((ContactsOutcome::Skipped(reason.into()), contacts));
         }
         let mut fields = desired;
         fields.insert(
@@ -262,7 +407,11 @@ pub async fn apply(
             fields.insert(column.to_string(), Value::String(iso_utc(at)));
         }
         let contact_id = session.create_contact(&fields).await?;
-        return Ok(Outcome::Created { contact_id });
+        let created = crate::dataverse::Contact {
+            id: contact_id.clone(),
+            columns: fields,
+        };
+        return Ok((ContactsOutcome::Created { contact_id }, vec![created]));
     }
 
     let mut updated = 0;
@@ -292,18 +441,53 @@ pub async fn apply(
         updated += 1;
         changed_columns.extend(changes.keys().cloned());
     }
-    if updated == 0 {
-        if stale == contacts.len() {
-            return Ok(Outcome::skipped(
-                "not newer than the change already applied to the contact (stale or redelivered)",
-            ));
+    let outcome = if updated > 0 {
+        ContactsOutcome::Updated {
+            contacts: updated,
+            columns: changed_columns,
         }
-        return Ok(Outcome::skipped("the contact is already up to date"));
+    } else if stale == contacts.len() {
+        ContactsOutcome::Stale
+    } else {
+        ContactsOutcome::Skipped("the contact is already up to date".into())
+    };
+    Ok((outcome, contacts))
+}
+
+/// The consent purposes and topics of the configuration in force, resolved
+/// once per configuration load (two Dataverse reads) and kept with it.
+#[derive(Debug, Default)]
+pub struct ResolvedCache {
+    slot: std::sync::Mutex<Option<(std::sync::Arc<Config>, std::sync::Arc<Resolved>)>>,
+}
+
+impl ResolvedCache {
+    /// `None` when the configuration has no `contact_point_consent`.
+    pub async fn get(
+        &self,
+        config: &std::sync::Arc<Config>,
+        dataverse: &DataverseClient,
+        deadline: Deadline,
+    ) -> Result<Option<std::sync::Arc<Resolved>>, DataverseError> {
+        let Some(section) = &config.contact_point_consent else {
+            return Ok(None);
+        };
+        if let Some((loaded, resolved)) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            if std::sync::Arc::ptr_eq(loaded, config) {
+                return Ok(Some(resolved.clone()));
+            }
+        }
+        let resolved = std::sync::Arc::new(
+            dataverse
+                .session(config, deadline)
+                .resolve_consent(section)
+                .await?
+                .into_resolved()?,
+        );
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((config.clone(), resolved.clone()));
+        Ok(Some(resolved))
     }
-    Ok(Outcome::Updated {
-        contacts: updated,
-        columns: changed_columns,
-    })
 }
 
 /// The desired columns whose current value differs. Writing an unchanged
