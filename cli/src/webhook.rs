@@ -37,15 +37,30 @@ pub async fn register(config: &Config, name: &str, url: &str) -> Result<Report, 
         .await
         .map_err(|e| format!("webhook register: {e}"))?;
     let desired = consent_sync::dataverse::registration::Desired::new(config, name);
+    let watched: String = desired
+        .tables
+        .iter()
+        .map(|t| format!("  {}: {}\n", t.entity, t.filtering.join(", ")))
+        .collect();
     let text = format!(
-        "Webhook {name:?} registered on {}: contact changes now go to {url}\n{}Columns watched: {}\nRemove the System Administrator role from the application user now that registration is done.\n",
+        "Webhook {name:?} registered on {}: changes now go to {url}\n{}Columns watched:\n{watched}Remove the System Administrator role from the application user now that registration is done.\n",
         config.server_instance,
         actions_text(&actions),
-        desired.attributes.join(", ")
     );
+    let contact_columns = desired
+        .tables
+        .iter()
+        .find(|t| t.entity == "contact")
+        .map(|t| t.filtering.clone())
+        .unwrap_or_default();
+    let tables: Vec<_> = desired
+        .tables
+        .iter()
+        .map(|t| json!({"entity": t.entity, "columns": t.filtering, "image": t.image}))
+        .collect();
     Ok(Report::success(
         text,
-        json!({"name": name, "url": url, "columns": desired.attributes, "actions": actions}),
+        json!({"name": name, "url": url, "columns": contact_columns, "tables": tables, "actions": actions}),
     ))
 }
 

@@ -543,11 +543,7 @@ type Target = (Option<String>, Map<String, Value>);
 
 /// The `Targets` of a bulk operation message: contact rows, each with its
 /// `@odata.type`, and with its primary key when `key_required`.
-fn targets(
-    state: &SimState,
-    body: &[u8],
-    key_required: bool,
-) -> Result<Vec<Target>, Response> {
+fn targets(state: &SimState, body: &[u8], key_required: bool) -> Result<Vec<Target>, Response> {
     let targets = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut request)) => match request.remove("Targets") {
             Some(Value::Array(targets)) if !targets.is_empty() => targets,

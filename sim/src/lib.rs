@@ -477,6 +477,38 @@ impl Simulator {
         Ok(())
     }
 
+    /// Writes a row of a table other than contacts (`POST set` or `PATCH
+    /// set(id)`) as `user`, through the Web API's own rules, and fires the
+    /// webhooks that write triggers — a person working in Dynamics, or a
+    /// Journeys service acting on a one-click unsubscribe.
+    pub fn write_row_as(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        body: Value,
+    ) -> Result<(), String> {
+        let method = Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        {
+            let mut state = self.state();
+            let body = body.to_string();
+            let response = registration::serve(
+                &mut state,
+                &method,
+                path,
+                &std::collections::HashMap::new(),
+                body.as_bytes(),
+                user,
+            )
+            .ok_or_else(|| format!("{path} is not a table the simulator has"))?;
+            if !response.status().is_success() {
+                return Err(format!("the write was refused: {}", response.status()));
+            }
+        }
+        webhooks::send_outgoing(&self.state);
+        Ok(())
+    }
+
     /// Waits until every webhook delivery in flight (and those they caused)
     /// has been answered.
     pub async fn settle(&self) {

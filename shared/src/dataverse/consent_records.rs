@@ -347,3 +347,44 @@ fn record_of(row: &Map<String, Value>) -> ConsentRecord {
         topic_id: text(row, "_msdynmkt_topicid_value"),
     }
 }
+
+/// The consent purposes and topics of the configuration in force, resolved
+/// once per configuration load (two Dataverse reads) and kept with it.
+#[derive(Debug, Default)]
+pub struct ResolvedCache {
+    slot: std::sync::Mutex<
+        Option<(
+            std::sync::Arc<crate::config::Config>,
+            std::sync::Arc<Resolved>,
+        )>,
+    >,
+}
+
+impl ResolvedCache {
+    /// `None` when the configuration has no `contact_point_consent`.
+    pub async fn get(
+        &self,
+        config: &std::sync::Arc<crate::config::Config>,
+        dataverse: &super::DataverseClient,
+        deadline: crate::retry::Deadline,
+    ) -> Result<Option<std::sync::Arc<Resolved>>, DataverseError> {
+        let Some(section) = &config.contact_point_consent else {
+            return Ok(None);
+        };
+        if let Some((loaded, resolved)) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+            if std::sync::Arc::ptr_eq(loaded, config) {
+                return Ok(Some(resolved.clone()));
+            }
+        }
+        let resolved = std::sync::Arc::new(
+            dataverse
+                .session(config, deadline)
+                .resolve_consent(section)
+                .await?
+                .into_resolved()?,
+        );
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((config.clone(), resolved.clone()));
+        Ok(Some(resolved))
+    }
+}

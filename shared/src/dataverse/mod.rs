@@ -259,9 +259,21 @@ impl Dataverse<'_> {
         key: &str,
         columns: &[&str],
     ) -> Result<Vec<Contact>, DataverseError> {
+        self.find_contacts_where(&self.config.contact_key, key, columns)
+            .await
+    }
+
+    /// The contacts whose `column` equals `value` (case-insensitively), with
+    /// the given columns.
+    pub async fn find_contacts_where(
+        &self,
+        column: &str,
+        value: &str,
+        columns: &[&str],
+    ) -> Result<Vec<Contact>, DataverseError> {
         let mut select = vec!["contactid"];
         select.extend(columns.iter().copied().filter(|c| *c != "contactid"));
-        let filter = format!("{} eq {}", self.config.contact_key, odata_string(key));
+        let filter = format!("{column} eq {}", odata_string(value));
         let url = format!(
             "{}?$select={}&$filter={}",
             self.url("contacts"),

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::config::{Config, ConfigError};
 use crate::config_source::ConfigCache;
 use crate::contact_point_consent::{wanted_values, ContactPoint};
-use crate::dataverse::consent_records::{reason, RecordWrites, Resolved};
+use crate::dataverse::consent_records::{reason, RecordWrites, Resolved, ResolvedCache};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
@@ -452,42 +452,6 @@ async fn apply_to_contacts(
         ContactsOutcome::Skipped("the contact is already up to date".into())
     };
     Ok((outcome, contacts))
-}
-
-/// The consent purposes and topics of the configuration in force, resolved
-/// once per configuration load (two Dataverse reads) and kept with it.
-#[derive(Debug, Default)]
-pub struct ResolvedCache {
-    slot: std::sync::Mutex<Option<(std::sync::Arc<Config>, std::sync::Arc<Resolved>)>>,
-}
-
-impl ResolvedCache {
-    /// `None` when the configuration has no `contact_point_consent`.
-    pub async fn get(
-        &self,
-        config: &std::sync::Arc<Config>,
-        dataverse: &DataverseClient,
-        deadline: Deadline,
-    ) -> Result<Option<std::sync::Arc<Resolved>>, DataverseError> {
-        let Some(section) = &config.contact_point_consent else {
-            return Ok(None);
-        };
-        if let Some((loaded, resolved)) = &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
-            if std::sync::Arc::ptr_eq(loaded, config) {
-                return Ok(Some(resolved.clone()));
-            }
-        }
-        let resolved = std::sync::Arc::new(
-            dataverse
-                .session(config, deadline)
-                .resolve_consent(section)
-                .await?
-                .into_resolved()?,
-        );
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((config.clone(), resolved.clone()));
-        Ok(Some(resolved))
-    }
 }
 
 /// The desired columns whose current value differs. Writing an unchanged

@@ -10,7 +10,9 @@ use tokio::sync::Mutex;
 
 use crate::config::{Config, ConfigError};
 use crate::config_source::ConfigCache;
-use crate::consents::Consents;
+use crate::consents::{Consents, PreferenceChoice, PurposeChoice};
+use crate::contact_point_consent::{ContactPoint, Entry, OPTED_IN, OPTED_OUT};
+use crate::dataverse::consent_records::{entry_of, is_record_of, ConsentRecord, ResolvedCache};
 use crate::dataverse::webhook::{parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::{DidomiClient, DidomiError};
@@ -36,6 +38,8 @@ pub struct DynamicsToDidomi {
     pub parking: Parking,
     /// `WhoAmI`'s `UserId` for the credentials it was asked with.
     own_user: Mutex<Option<(u64, String)>>,
+    /// The consent purposes and topics, resolved once per configuration load.
+    pub resolved: ResolvedCache,
 }
 
 /// The result of a change that was handled.
@@ -127,6 +131,7 @@ impl DynamicsToDidomi {
             didomi: DidomiClient::new(http, crate::RetryPolicy::default()),
             parking: Parking::disabled(),
             own_user: Mutex::new(None),
+            resolved: ResolvedCache::default(),
         }
     }
 
@@ -240,7 +245,7 @@ impl DynamicsToDidomi {
 }
 
 struct Context<'a> {
-    config: &'a Config,
+    config: &'a std::sync::Arc<Config>,
     function: &'a DynamicsToDidomi,
     deadline: Deadline,
 }
@@ -255,7 +260,9 @@ impl Context<'_> {
         size_exceeded: bool,
     ) -> Result<(Outcome, Option<String>), Failure> {
         let skipped = |reason: String| Ok((Outcome::skipped(reason), None));
-        if change.entity != "contact" {
+        let consent_record = change.entity == crate::contact_point_consent::ENTITY
+            && self.config.contact_point_consent.is_some();
+        if change.entity != "contact" && !consent_record {
             return skipped(format!(
                 "changes of table {:?} are not synced",
                 change.entity
@@ -281,8 +288,11 @@ impl Context<'_> {
                 "written by consent-sync's own application user; not synced back".into(),
             );
         }
+        if consent_record {
+            return self.apply_consent_record(change, size_exceeded).await;
+        }
 
-        let config = self.config;
+        let config: &Config = self.config;
         let to_didomi: BTreeSet<String> = config.columns_to_didomi().map(str::to_string).collect();
         let target = change.target.as_ref().filter(|_| !size_exceeded);
         // Which columns the change is about: the mapped ones in Target — for
@@ -361,6 +371,193 @@ impl Context<'_> {
                 Some(user),
             ));
         }
+        self.function
+            .didomi
+            .session(config, self.deadline)
+            .create_consent_event(&user, &consents)
+            .await
+            .map_err(|e| (e.into(), Some(user.clone())))?;
+        Ok((sent(&consents), Some(user)))
+    }
+}
+
+impl Context<'_> {
+    /// A Contact Point Consent record created or changed in Dynamics — a
+    /// person's choice, a one-click unsubscribe in a Journeys e-mail —
+    /// becomes one consent event for the Didomi purpose it stands for.
+    async fn apply_consent_record(
+        &self,
+        change: &RowChange,
+        size_exceeded: bool,
+    ) -> Result<(Outcome, Option<String>), Failure> {
+        let skipped = |reason: String| Ok((Outcome::skipped(reason), None));
+        let config: &Config = self.config;
+        let Some(section) = &config.contact_point_consent else {
+            return skipped("contact_point_consent is not configured".into());
+        };
+        let dataverse = &self.function.dataverse;
+        let resolved = self
+            .function
+            .resolved
+            .get(self.config, dataverse, self.deadline)
+            .await
+            .map_err(|e| (e.into(), None))?
+            .ok_or_else(|| {
+                (
+                    SyncError::Dataverse(DataverseError::Unresolved(
+                        "contact_point_consent".into(),
+                    )),
+                    None,
+                )
+            })?;
+        let session = dataverse.session(config, self.deadline);
+
+        // Target and the post image carry the record; a truncated context,
+        // or one without them, is completed by reading the record.
+        let mut columns = Map::new();
+        let target = change.target.as_ref().filter(|_| !size_exceeded);
+        for source in [target, change.post_image.as_ref()].into_iter().flatten() {
+            for (name, value) in source {
+                columns.entry(name.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        let text = |name: &str| {
+            columns
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let number = |name: &str| columns.get(name).and_then(Value::as_i64);
+        let mut record = ConsentRecord {
+            id: change.entity_id.clone(),
+            address: text("msdynmkt_contactpointvalue").unwrap_or_default(),
+            value: number("msdynmkt_value"),
+            kind: number("msdynmkt_contactpointconsenttype"),
+            purpose_id: text("msdynmkt_purposeid"),
+            topic_id: text("msdynmkt_topicid"),
+        };
+        let channel = number("msdynmkt_contactpointtype");
+        if record.address.is_empty()
+            || record.value.is_none()
+            || record.kind.is_none()
+            || channel.is_none()
+        {
+            match session
+                .consent_record(&change.entity_id)
+                .await
+                .map_err(|e| (e.into(), None))?
+            {
+                Some(read) => record = read,
+                None => return skipped("the consent record no longer exists".into()),
+            }
+        }
+        let channel = channel.or(Some(section.channel.code()));
+        if channel != Some(section.channel.code()) {
+            return skipped(format!(
+                "a consent record of another channel than the configured {}",
+                section.channel.name()
+            ));
+        }
+        let Some(entry) = entry_of(&record, &resolved) else {
+            return skipped("the record is not of a configured purpose or topic".into());
+        };
+        let value = match record.value {
+            Some(OPTED_IN) => true,
+            Some(OPTED_OUT) => false,
+            _ => return skipped("the record's value is Not Set: no choice to send".into()),
+        };
+
+        // The Didomi user: the address itself, or the key of the contact
+        // whose column holds it.
+        let user = match &section.contact_point {
+            ContactPoint::OrganizationUserId => record.address.trim().to_string(),
+            ContactPoint::Column(column) => {
+                let contacts = session
+                    .find_contacts_where(column, &record.address, &[&config.contact_key])
+                    .await
+                    .map_err(|e| (e.into(), None))?;
+                let key = contacts.iter().find_map(|c| {
+                    c.columns
+                        .get(&config.contact_key)?
+                        .as_str()
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                });
+                match key {
+                    Some(key) => key,
+                    None => {
+                        return skipped(format!(
+                            "no contact with this {column} has a {} to identify the Didomi user",
+                            config.contact_key
+                        ))
+                    }
+                }
+            }
+        };
+
+        let consents = match entry {
+            Entry::Purpose(i) => {
+                let purpose = &section.purposes[i];
+                if !purpose.direction.to_didomi() {
+                    return skipped("this purpose does not flow to Didomi".into());
+                }
+                Consents {
+                    purposes: vec![PurposeChoice {
+                        id: purpose.purpose.clone(),
+                        enabled: Some(value),
+                        values: Default::default(),
+                    }],
+                    channels: Vec::new(),
+                }
+            }
+            Entry::Topic(i) => {
+                let topic = &section.topics[i];
+                if !topic.direction.to_didomi() {
+                    return skipped("this topic does not flow to Didomi".into());
+                }
+                // Didomi takes a preference's values whole: every value of
+                // this preference whose topic record is now Opted In.
+                let records = session
+                    .consent_records(&record.address, section.channel)
+                    .await
+                    .map_err(|e| (e.into(), Some(user.clone())))?;
+                let selected: Vec<&str> = section
+                    .topics
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.purpose == topic.purpose && t.preference == topic.preference)
+                    .filter(|(j, _)| {
+                        if *j == i {
+                            return value;
+                        }
+                        let mine: Vec<_> = records
+                            .iter()
+                            .filter(|r| is_record_of(r, &resolved, Entry::Topic(*j)))
+                            .collect();
+                        // Duplicates: the most recently modified wins in
+                        // Journeys; any Opted In among them is read as in.
+                        mine.iter().any(|r| r.value == Some(OPTED_IN))
+                    })
+                    .map(|(_, t)| t.value.as_str())
+                    .collect();
+                let mut values = std::collections::BTreeMap::new();
+                values.insert(
+                    topic.preference.clone(),
+                    PreferenceChoice {
+                        value: Some(selected.join(",")),
+                    },
+                );
+                Consents {
+                    purposes: vec![PurposeChoice {
+                        id: topic.purpose.clone(),
+                        enabled: None,
+                        values,
+                    }],
+                    channels: Vec::new(),
+                }
+            }
+        };
         self.function
             .didomi
             .session(config, self.deadline)

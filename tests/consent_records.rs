@@ -1,0 +1,382 @@
+//! Contact Point Consent records (Customer Insights – Journeys) against the
+//! simulators: Didomi choices written as records, and a person's change or
+//! a one-click unsubscribe there carried back to Didomi.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use consent_sync::{Config, ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi};
+use consent_sync_sim::registration::{
+    CONSENT_SET, PURPOSE_MARKETING, PURPOSE_NEWSLETTER, TOPIC_NEWS, TOPIC_SPORTS,
+};
+use consent_sync_sim::{sample_contacts, Identity, Simulator};
+use consent_sync_tests::{answer, post, sample, Fixture};
+use serde_json::{json, Map, Value};
+
+const OPTED_IN: i64 = 534_120_001;
+const OPTED_OUT: i64 = 534_120_002;
+const PURPOSE: i64 = 534_120_000;
+const TOPIC: i64 = 534_120_001;
+const EMAIL: i64 = 534_120_000;
+const JANE_ADDRESS: &str = "jane.doe@example.com";
+
+/// Two purposes and two topic values, by name and by id.
+fn section() -> Value {
+    json!({
+        "channel": "email",
+        "purposes": [
+            {"purpose": "newsletter", "consent_purpose": "Newsletter"},
+            {"purpose": "marketing", "consent_purpose": PURPOSE_MARKETING}
+        ],
+        "topics": [
+            {"purpose": "newsletter", "preference": "topics", "value": "sports", "consent_topic": "Sports"},
+            {"purpose": "newsletter", "preference": "topics", "value": "news", "consent_topic": TOPIC_NEWS}
+        ]
+    })
+}
+
+/// Consent records only, no contact columns.
+fn records_only(config: &mut Value) {
+    config.as_object_mut().unwrap().remove("mappings");
+    config["contact_point_consent"] = section();
+}
+
+fn records(sim: &Simulator) -> Vec<Map<String, Value>> {
+    sim.rows(CONSENT_SET)
+}
+
+/// The record of (type, purpose, topic) for Jane's address.
+fn record_of(
+    sim: &Simulator,
+    kind: i64,
+    purpose: &str,
+    topic: Option<&str>,
+) -> Vec<Map<String, Value>> {
+    records(sim)
+        .into_iter()
+        .filter(|r| {
+            r["msdynmkt_contactpointvalue"] == JANE_ADDRESS
+                && r["msdynmkt_contactpointconsenttype"] == kind
+                && r["_msdynmkt_purposeid_value"] == purpose
+                && r.get("_msdynmkt_topicid_value").and_then(Value::as_str) == topic
+        })
+        .collect()
+}
+
+fn event_for(consents: Value) -> String {
+    let mut delivery: Value = serde_json::from_str(&sample("didomi-event-created.json")).unwrap();
+    delivery["parameters"]["entity"]["consents"] = consents;
+    delivery.to_string()
+}
+
+#[tokio::test]
+async fn given_two_purposes_and_two_topic_values_then_four_records_once_and_a_withdrawal_updates_in_place(
+) {
+    let fixture = Fixture::new(records_only).await;
+
+    // marketing off; newsletter on with topics "sports,news".
+    let (status, body) = fixture
+        .deliver(&post(&sample("didomi-user-updated.json")))
+        .await;
+
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "updated", "{body}");
+    assert_eq!(body["consent_records"], json!({"created": 4, "updated": 0}));
+    let all = records(&fixture.sim);
+    assert_eq!(all.len(), 4, "{all:#?}");
+    for record in &all {
+        assert_eq!(record["msdynmkt_contactpointtype"], EMAIL);
+        assert_eq!(record["msdynmkt_source"], 534_120_000);
+        assert_eq!(record["msdynmkt_logicalreason"], 534_119_999);
+        let reason = record["msdynmkt_reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("consent-sync: Didomi user.updated"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains(JANE_ADDRESS),
+            "no personal data in the reason"
+        );
+    }
+    let newsletter = record_of(&fixture.sim, PURPOSE, PURPOSE_NEWSLETTER, None);
+    assert_eq!(newsletter.len(), 1);
+    assert_eq!(newsletter[0]["msdynmkt_value"], OPTED_IN);
+    assert_eq!(
+        record_of(&fixture.sim, PURPOSE, PURPOSE_MARKETING, None)[0]["msdynmkt_value"],
+        OPTED_OUT
+    );
+    for topic in [TOPIC_SPORTS, TOPIC_NEWS] {
+        let found = record_of(&fixture.sim, TOPIC, PURPOSE_NEWSLETTER, Some(topic));
+        assert_eq!(found.len(), 1, "topic records carry their purpose too");
+        assert_eq!(found[0]["msdynmkt_value"], OPTED_IN);
+    }
+    // Resolving the purposes and topics (two reads), the address's records
+    // (one read), then the four creates.
+    let requests = fixture.sim.dataverse_requests();
+    let (reads, writes): (Vec<_>, Vec<_>) = requests.iter().partition(|r| r.method == "GET");
+    assert_eq!((reads.len(), writes.len()), (3, 4), "{requests:#?}");
+
+    // The same delivery again: one read, nothing written.
+    fixture.sim.clear_requests();
+    let (_, body) = fixture
+        .deliver(&post(&sample("didomi-user-updated.json")))
+        .await;
+    assert_eq!(body["outcome"], "skipped", "{body}");
+    assert_eq!(fixture.sim.dataverse_requests().len(), 1);
+    assert_eq!(fixture.sim.writes(), vec![]);
+
+    // A withdrawal: the existing record changes in place.
+    let id = newsletter[0]["msdynmkt_contactpointconsent4id"].clone();
+    let (_, body) = fixture
+        .deliver(&post(&event_for(json!({
+            "purposes": [{"id": "newsletter", "enabled": false}], "channels": []
+        }))))
+        .await;
+    assert_eq!(
+        body["consent_records"],
+        json!({"created": 0, "updated": 1}),
+        "{body}"
+    );
+    let newsletter = record_of(&fixture.sim, PURPOSE, PURPOSE_NEWSLETTER, None);
+    assert_eq!(newsletter.len(), 1);
+    assert_eq!(newsletter[0]["msdynmkt_contactpointconsent4id"], id);
+    assert_eq!(newsletter[0]["msdynmkt_value"], OPTED_OUT);
+    assert_eq!(records(&fixture.sim).len(), 4);
+}
+
+#[tokio::test]
+async fn given_duplicate_records_even_inactive_ones_then_every_one_is_updated() {
+    let fixture = Fixture::new(records_only).await;
+    let person = fixture.sim.state().identity.person_user_id.clone();
+    for statecode in [0, 1] {
+        fixture
+            .sim
+            .write_row_as(
+                &person,
+                "POST",
+                CONSENT_SET,
+                json!({
+                    "msdynmkt_contactpointvalue": JANE_ADDRESS,
+                    "msdynmkt_contactpointtype": EMAIL,
+                    "msdynmkt_contactpointconsenttype": TOPIC,
+                    "msdynmkt_value": OPTED_IN,
+                    "statecode": statecode,
+                    "statuscode": statecode + 1,
+                    "msdynmkt_purposeId@odata.bind": format!("/msdynmkt_purposes({PURPOSE_NEWSLETTER})"),
+                    "msdynmkt_topicId@odata.bind": format!("/msdynmkt_topics({TOPIC_SPORTS})"),
+                }),
+            )
+            .unwrap();
+    }
+
+    let (_, body) = fixture
+        .deliver(&post(&event_for(json!({
+            "purposes": [{"id": "newsletter", "values": {"topics": {"value": "news"}}}],
+            "channels": []
+        }))))
+        .await;
+
+    assert_eq!(
+        body["consent_records"],
+        json!({"created": 1, "updated": 2}),
+        "{body}"
+    );
+    let sports = record_of(&fixture.sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_SPORTS));
+    assert_eq!(sports.len(), 2);
+    assert!(
+        sports.iter().all(|r| r["msdynmkt_value"] == OPTED_OUT),
+        "{sports:#?}"
+    );
+    let news = record_of(&fixture.sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_NEWS));
+    assert_eq!(news[0]["msdynmkt_value"], OPTED_IN);
+    // The event says nothing of the purposes' own choice: no purpose record.
+    assert!(record_of(&fixture.sim, PURPOSE, PURPOSE_NEWSLETTER, None).is_empty());
+}
+
+#[tokio::test]
+async fn given_the_address_in_a_contact_column_then_records_follow_the_matched_contacts_and_beside_columns(
+) {
+    let fixture = Fixture::new(|config| {
+        let mut section = section();
+        section["contact_point"] = json!("emailaddress2");
+        config["contact_point_consent"] = section;
+    })
+    .await;
+    fixture.sim.set_contact_columns(
+        consent_sync_tests::JANE,
+        json!({"emailaddress2": "jane@work.example.com"}),
+    );
+
+    let (_, body) = fixture
+        .deliver(&post(&sample("didomi-user-updated.json")))
+        .await;
+
+    assert_eq!(body["outcome"], "updated", "{body}");
+    assert_eq!(body["contacts"], 1, "the contact columns are written too");
+    assert_eq!(body["consent_records"]["created"], 4, "{body}");
+    assert!(records(&fixture.sim)
+        .iter()
+        .all(|r| r["msdynmkt_contactpointvalue"] == "jane@work.example.com"));
+}
+
+#[tokio::test]
+async fn given_a_purpose_the_environment_lacks_then_the_delivery_fails_naming_it_and_writes_nothing(
+) {
+    let fixture = Fixture::new(|config| {
+        records_only(config);
+        config["contact_point_consent"]["purposes"][1]["consent_purpose"] = json!("Loyalty");
+    })
+    .await;
+
+    let (status, body) = fixture
+        .deliver(&post(&sample("didomi-user-updated.json")))
+        .await;
+
+    assert_eq!(status, 500, "a configuration problem: {body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("purposes[1].consent_purpose") && error.contains("Loyalty"),
+        "{error}"
+    );
+    assert_eq!(fixture.sim.writes(), vec![]);
+}
+
+/// Both functions against one simulator, `dynamics-to-didomi` behind a local
+/// gateway with its webhook registered as `consent-sync webhook register` does.
+struct Both {
+    sim: Simulator,
+    didomi_to_dynamics: DidomiToDynamics,
+    _gateway: consent_sync_sim::gateway::Gateway,
+    url: String,
+}
+
+impl Both {
+    async fn start() -> Both {
+        let sim = Simulator::start(Identity::default(), sample_contacts())
+            .await
+            .unwrap();
+        let mut config = sim.config();
+        records_only(&mut config);
+        let source = || ConfigSource::Inline(config.to_string());
+        let didomi_to_dynamics = DidomiToDynamics::new(source(), Duration::from_secs(300));
+        let reverse = Arc::new(DynamicsToDidomi::new(source(), Duration::from_secs(300)));
+        let gateway = consent_sync_sim::gateway::Gateway::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            consent_sync_cli::local::dynamics_gateway_handler(reverse),
+            None,
+        )
+        .await
+        .unwrap();
+        let url = format!("{}/dynamics", gateway.url);
+        let parsed = Config::from_json(&config.to_string()).unwrap();
+        let report = consent_sync_cli::webhook::register(&parsed, "consent-sync", &url)
+            .await
+            .unwrap();
+        assert_eq!(
+            report.json["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["entity"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["msdynmkt_contactpointconsent4"],
+            "no contact steps without contact columns towards Didomi"
+        );
+        Both {
+            sim,
+            didomi_to_dynamics,
+            _gateway: gateway,
+            url,
+        }
+    }
+
+    fn answers(&self) -> Vec<(String, Value)> {
+        self.sim
+            .deliveries_to(&self.url)
+            .into_iter()
+            .map(|d| match d.result {
+                Ok((status, body)) => (
+                    status.to_string(),
+                    serde_json::from_str(&body).unwrap_or(Value::Null),
+                ),
+                Err(e) => (e, Value::Null),
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn given_a_persons_opt_out_and_a_one_click_unsubscribe_then_each_makes_one_didomi_event_and_own_writes_none(
+) {
+    let both = Both::start().await;
+    // consent-sync writes the four records: their webhooks are its own echo.
+    let response = both
+        .didomi_to_dynamics
+        .handle(
+            &post(&sample("didomi-user-updated.json")),
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer(&response).1["consent_records"]["created"], 4);
+    both.sim.settle().await;
+    let answers = both.answers();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert!(answers
+        .iter()
+        .all(|(status, body)| status == "200" && body["outcome"] == "skipped"));
+    assert_eq!(both.sim.didomi_events(), Vec::<Value>::new());
+
+    // A person opts out of the newsletter in Dynamics.
+    let newsletter = record_of(&both.sim, PURPOSE, PURPOSE_NEWSLETTER, None);
+    let id = newsletter[0]["msdynmkt_contactpointconsent4id"]
+        .as_str()
+        .unwrap();
+    let person = both.sim.state().identity.person_user_id.clone();
+    both.sim
+        .write_row_as(
+            &person,
+            "PATCH",
+            &format!("{CONSENT_SET}({id})"),
+            json!({"msdynmkt_value": OPTED_OUT, "msdynmkt_source": 534_120_004}),
+        )
+        .unwrap();
+    both.sim.settle().await;
+    let events = both.sim.didomi_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["user"]["organization_user_id"], JANE_ADDRESS);
+    assert_eq!(
+        events[0]["consents"]["purposes"],
+        json!([{"id": "newsletter", "enabled": false}])
+    );
+    assert_eq!(events[0]["delegate"]["id"], "consent-sync");
+
+    // A one-click unsubscribe from the sports topic, by Journeys' own user.
+    let sports = record_of(&both.sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_SPORTS));
+    let id = sports[0]["msdynmkt_contactpointconsent4id"]
+        .as_str()
+        .unwrap();
+    both.sim
+        .write_row_as(
+            "5f1c0de0-0000-4000-8000-00000000d365",
+            "PATCH",
+            &format!("{CONSENT_SET}({id})"),
+            json!({"msdynmkt_value": OPTED_OUT, "msdynmkt_source": 534_120_007, "msdynmkt_logicalreason": 534_120_003}),
+        )
+        .unwrap();
+    both.sim.settle().await;
+    let events = both.sim.didomi_events();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(
+        events[1]["consents"]["purposes"],
+        json!([{"id": "newsletter", "values": {"topics": {"value": "news"}}}]),
+        "the preference's values now Opted In, without `enabled`"
+    );
+    // Neither event came back to Dynamics as a write.
+    both.sim.settle().await;
+    assert_eq!(
+        record_of(&both.sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_NEWS))[0]["msdynmkt_value"],
+        OPTED_IN
+    );
+}
