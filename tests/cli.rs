@@ -321,12 +321,27 @@ async fn webhook_status_shows_failed_deliveries_with_their_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_tries_everything_and_names_a_missing_column() {
     let sim = simulator().await;
+    let section = json!({
+        "purposes": [
+            {"purpose": "newsletter", "consent_purpose": "Newsletter"},
+            {"purpose": "marketing", "consent_purpose": "Commercial communications"}
+        ],
+        "topics": [{"purpose": "newsletter", "preference": "topics", "value": "sports", "consent_topic": "Sports"}]
+    });
     let good = config_file(&sim, |c| {
         c["sync_timestamp_column"] = json!("new_consentsyncedon");
+        c["contact_point_consent"] = section.clone();
     });
     let (code, stdout, stderr) = with_config(&good, &["config", "check"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    for line in ["ok   dataverse", "ok   columns", "ok   didomi"] {
+    for line in [
+        "ok   dataverse",
+        "ok   columns",
+        "ok   didomi",
+        "ok   consent records  2 purpose(s) and 1 topic(s) found",
+        "purpose \"Newsletter\", email: Restrictive: Journeys sends only to an address with an Opted In record; a missing record blocks sending",
+        "purpose \"Commercial communications\", email: Non-restrictive",
+    ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
 
@@ -339,6 +354,9 @@ async fn config_check_tries_everything_and_names_a_missing_column() {
         c["mappings"][0]["choice"] = json!({"true": 1, "false": 2});
         c["didomi"]["api_secret"] = json!("wrong-secret");
         c["sync_timestamp_column"] = json!("firstname");
+        let mut section = section.clone();
+        section["purposes"][1]["consent_purpose"] = json!("Loyalty");
+        c["contact_point_consent"] = section;
     });
     let (code, stdout, stderr) = with_config(&bad, &["config", "check", "--json"]);
     assert_ne!(code, 0, "{stdout}");
@@ -355,6 +373,12 @@ async fn config_check_tries_everything_and_names_a_missing_column() {
     assert!(
         stderr.contains(
             "column `firstname` is of type String, but the sync_timestamp_column needs DateTime"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "contact_point_consent.purposes[1].consent_purpose: no purpose \"Loyalty\" in msdynmkt_purposes"
         ),
         "{stderr}"
     );

@@ -2,6 +2,7 @@
 //! the Entra ID token, `WhoAmI`, every mapped column in the environment's
 //! metadata, a Didomi session.
 
+use consent_sync::contact_point_consent::{ContactPointConsent, DISABLED, NON_RESTRICTIVE, RESTRICTIVE};
 use consent_sync::dataverse::metadata::check_columns;
 use consent_sync::dataverse::DataverseClient;
 use consent_sync::didomi::DidomiClient;
@@ -26,14 +27,68 @@ fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
     }
 }
 
+/// Resolves every configured purpose and topic, names those the environment
+/// lacks, and says what each purpose's enforcement model means for sending.
+async fn consent_records(
+    dataverse: &consent_sync::dataverse::Dataverse<'_>,
+    section: &ContactPointConsent,
+    checks: &mut Vec<Check>,
+) {
+    let resolution = match dataverse.resolve_consent(section).await {
+        Ok(resolution) => resolution,
+        Err(e) => {
+            checks.push(check(
+                "consent records",
+                false,
+                format!("cannot read msdynmkt_purposes / msdynmkt_topics (is Customer Insights – Journeys installed?): {e}"),
+            ));
+            return;
+        }
+    };
+    for missing in &resolution.missing {
+        checks.push(check("consent records", false, missing.clone()));
+    }
+    if resolution.missing.is_empty() {
+        checks.push(check(
+            "consent records",
+            true,
+            format!(
+                "{} purpose(s) and {} topic(s) found; records for the {} channel",
+                section.purposes.len(),
+                section.topics.len(),
+                section.channel.name()
+            ),
+        ));
+    }
+    let channel = section.channel.name();
+    for (name, model) in &resolution.enforcement {
+        let meaning = match *model {
+            Some(RESTRICTIVE) => "Restrictive: Journeys sends only to an address with an Opted In record; a missing record blocks sending".to_string(),
+            Some(NON_RESTRICTIVE) => "Non-restrictive: Journeys sends unless the address has an Opted Out record".to_string(),
+            Some(DISABLED) => "Disabled: Journeys does not check consent for this purpose on this channel".to_string(),
+            other => format!("unknown enforcement model {other:?}"),
+        };
+        checks.push(check(
+            "enforcement",
+            true,
+            format!("purpose {name:?}, {channel}: {meaning}"),
+        ));
+    }
+}
+
 /// Runs every check, even after one failed, so that one run names every problem.
 pub async fn run(config: &Config) -> Result<Report, String> {
     let mut checks = vec![check(
         "configuration",
         true,
         format!(
-            "{} mapping(s), contact_key {}, Didomi organization {}",
+            "{} mapping(s){}, contact_key {}, Didomi organization {}",
             config.mappings.len(),
+            if config.contact_point_consent.is_some() {
+                ", contact_point_consent"
+            } else {
+                ""
+            },
             config.contact_key,
             config.didomi.organization_id
         ),
@@ -78,6 +133,9 @@ pub async fn run(config: &Config) -> Result<Report, String> {
                     format!("cannot read the contact metadata: {e}"),
                 )),
             }
+            if let Some(section) = &config.contact_point_consent {
+                consent_records(&dataverse, section, &mut checks).await;
+            }
         }
         Err(e) => checks.push(check("dataverse", false, e.to_string())),
     }
@@ -113,7 +171,7 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     let mut text = String::new();
     for c in &checks {
         text.push_str(&format!(
-            "{} {:<14} {}\n",
+            "{} {:<16} {}\n",
             if c.ok { "ok  " } else { "FAIL" },
             c.name,
             c.detail

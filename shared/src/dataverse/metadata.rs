@@ -76,6 +76,13 @@ pub fn check_columns(config: &Config, attributes: &Attributes) -> Vec<ColumnProb
     if let Some(column) = &config.sync_timestamp_column {
         check(column, &["DateTime"], "the sync_timestamp_column");
     }
+    if let Some(crate::contact_point_consent::ContactPoint::Column(column)) = config
+        .contact_point_consent
+        .as_ref()
+        .map(|section| &section.contact_point)
+    {
+        check(column, &["String"], "contact_point_consent.contact_point");
+    }
     for mapping in &config.mappings {
         let what = match mapping.encoding {
             Encoding::Text => "a preference's selected values",
