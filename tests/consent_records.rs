@@ -380,3 +380,99 @@ async fn given_a_persons_opt_out_and_a_one_click_unsubscribe_then_each_makes_one
         OPTED_IN
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_parked_consent_record_changes_then_replay_applies_the_current_truth_both_ways() {
+    let both = Both::start().await;
+    both.didomi_to_dynamics
+        .handle(
+            &post(&sample("didomi-user-updated.json")),
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    both.sim.settle().await;
+    // Didomi holds: newsletter on (sports, news), marketing off.
+    both.sim.state().didomi.user_mut(JANE_ADDRESS).consents = json!({
+        "purposes": [
+            {"id": "newsletter", "enabled": true, "values": {"topics": {"value": "sports,news"}}},
+            {"id": "marketing", "enabled": true}
+        ]
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+
+    // A person opts out of the newsletter while Didomi is down: the change
+    // fails and would be parked.
+    both.sim.fail_didomi(
+        20,
+        consent_sync_sim::Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+    let newsletter = record_of(&both.sim, PURPOSE, PURPOSE_NEWSLETTER, None);
+    let newsletter_id = newsletter[0]["msdynmkt_contactpointconsent4id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let person = both.sim.state().identity.person_user_id.clone();
+    both.sim
+        .write_row_as(
+            &person,
+            "PATCH",
+            &format!("{CONSENT_SET}({newsletter_id})"),
+            json!({"msdynmkt_value": OPTED_OUT}),
+        )
+        .unwrap();
+    both.sim.settle().await;
+    both.sim.state().didomi.faults.clear();
+    assert_eq!(both.sim.didomi_events(), Vec::<Value>::new());
+
+    let moto = consent_sync_tests::moto::Moto::start().await;
+    let queue = moto.create_queue("consent-sync-parked").await;
+    for record in [
+        json!({"direction": "dynamics-to-didomi", "consent_record_id": newsletter_id,
+               "error_class": "didomi_unavailable", "parked_at": "2026-11-27T08:00:00Z"}),
+        json!({"direction": "didomi-to-dynamics", "organization_user_id": JANE_ADDRESS,
+               "error_class": "dataverse_unavailable", "parked_at": "2026-11-27T08:00:01Z"}),
+    ] {
+        moto.sqs_client()
+            .send_message()
+            .queue_url(&queue)
+            .message_body(record.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = both.sim.config();
+    records_only(&mut config);
+    let url = moto.url.clone();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        consent_sync_tests::moto::consent_sync_with_aws(
+            &url,
+            &config,
+            &["replay", "--queue", &queue],
+        )
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 parked deliveries replayed, 0 failed"),
+        "{stdout}"
+    );
+    let events = both.sim.didomi_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        events[0]["consents"]["purposes"],
+        json!([{"id": "newsletter", "enabled": false}])
+    );
+    // Didomi's marketing choice, now on, reached its record.
+    assert_eq!(
+        record_of(&both.sim, PURPOSE, PURPOSE_MARKETING, None)[0]["msdynmkt_value"],
+        OPTED_IN
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
 use consent_sync_tests::lambda::{BothFunctions, Deployment, FunctionProcess};
-use consent_sync_tests::moto::Moto;
+use consent_sync_tests::moto::{consent_sync_with_aws, Moto};
 use consent_sync_tests::{sample, JANE};
 use serde_json::{json, Value};
 
@@ -308,34 +308,6 @@ async fn both_binaries_carry_each_change_once_and_never_echo() {
             );
         }
     }
-}
-
-/// `consent-sync` with AWS pointed at moto and the configuration in a file.
-fn consent_sync_with_aws(moto_url: &str, config: &Value, args: &[&str]) -> (i32, String, String) {
-    let path = std::env::temp_dir().join(format!(
-        "consent-sync-replay-{}-{}.json",
-        std::process::id(),
-        args.len()
-    ));
-    std::fs::write(&path, config.to_string()).unwrap();
-    let output = std::process::Command::new(consent_sync_tests::binary("consent-sync"))
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .env("AWS_ENDPOINT_URL", moto_url)
-        .env("AWS_REGION", consent_sync_tests::moto::REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("PARKED_QUEUE_URL")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

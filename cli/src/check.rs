@@ -2,7 +2,9 @@
 //! the Entra ID token, `WhoAmI`, every mapped column in the environment's
 //! metadata, a Didomi session.
 
-use consent_sync::contact_point_consent::{ContactPointConsent, DISABLED, NON_RESTRICTIVE, RESTRICTIVE};
+use consent_sync::contact_point_consent::{
+    ContactPointConsent, DISABLED, NON_RESTRICTIVE, RESTRICTIVE,
+};
 use consent_sync::dataverse::metadata::check_columns;
 use consent_sync::dataverse::DataverseClient;
 use consent_sync::didomi::DidomiClient;

@@ -7,11 +7,15 @@
 
 use std::collections::HashSet;
 
+use std::collections::BTreeSet;
+
+use consent_sync::consents::{Consents, PreferenceChoice};
 use consent_sync::dataverse::consent_records::{RecordWrites, Resolved};
 use consent_sync::dataverse::DataverseClient;
 use consent_sync::didomi::deliveries::{ConsentChange, Scope};
 use consent_sync::didomi::DidomiClient;
 use consent_sync::didomi_to_dynamics::{apply, differences, Outcome};
+use consent_sync::dynamics_to_didomi::consent_event_for_record;
 use consent_sync::mapping::{
     columns_differing_from_didomi, columns_from_consents, consents_for_changes,
 };
@@ -263,6 +267,10 @@ async fn replay_one(
                 Outcome::Skipped { reason } => format!("nothing to apply: {reason}"),
             })
         }
+        DYNAMICS_TO_DIDOMI if record.consent_record_id.is_some() => {
+            let id = record.consent_record_id.as_deref().unwrap_or_default();
+            replay_consent_record(config, clients, id, dry_run, deadline).await
+        }
         DYNAMICS_TO_DIDOMI => {
             let contact_id = record
                 .contact_id
@@ -323,4 +331,78 @@ async fn replay_one(
         }
         other => Err(format!("unknown direction {other:?}")),
     }
+}
+
+/// A parked change of a Contact Point Consent record: the record as it is
+/// now, turned into the event the function would send, sent unless Didomi
+/// already holds that choice.
+async fn replay_consent_record(
+    config: &Config,
+    clients: &Clients,
+    id: &str,
+    dry_run: bool,
+    deadline: consent_sync::Deadline,
+) -> Result<String, String> {
+    let (Some(section), Some(resolved)) = (&config.contact_point_consent, &clients.resolved) else {
+        return Err(
+            "a consent record was parked, but contact_point_consent is not configured".into(),
+        );
+    };
+    let session = clients.dataverse.session(config, deadline);
+    let Some(current) = session
+        .consent_record(id)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok("the consent record no longer exists: nothing to send".into());
+    };
+    let (user_id, consents) =
+        match consent_event_for_record(&session, config, section, resolved, &current)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Ok(event) => event,
+            Err(reason) => return Ok(format!("nothing to send: {reason}")),
+        };
+    let didomi = clients.didomi.session(config, deadline);
+    let user = didomi
+        .find_user(&user_id)
+        .await
+        .map_err(|e| config.pseudonyms().redact(&e.to_string(), &user_id))?;
+    if let Some(user) = &user {
+        if holds(&user.consents, &consents) {
+            return Ok("Didomi already holds the record's choice".into());
+        }
+    }
+    let what: Vec<&str> = consents.purposes.iter().map(|p| p.id.as_str()).collect();
+    if dry_run {
+        return Ok(format!(
+            "would send the record's current {}",
+            what.join(", ")
+        ));
+    }
+    let spelled = user.and_then(|u| u.organization_user_id).unwrap_or(user_id);
+    didomi
+        .create_consent_event(&spelled, &consents)
+        .await
+        .map_err(|e| config.pseudonyms().redact(&e.to_string(), &spelled))?;
+    Ok(format!("sent the record's current {}", what.join(", ")))
+}
+
+/// Whether Didomi's choices already hold every choice of `event`.
+fn holds(current: &Consents, event: &Consents) -> bool {
+    event.purposes.iter().all(|wanted| {
+        let Some(held) = current.purpose(&wanted.id) else {
+            return false;
+        };
+        let enabled = wanted.enabled.is_none() || wanted.enabled == held.enabled;
+        let values = wanted.values.iter().all(|(preference, choice)| {
+            let set = |c: Option<&PreferenceChoice>| {
+                c.map(|c| c.selected().map(str::to_string).collect::<BTreeSet<_>>())
+                    .unwrap_or_default()
+            };
+            set(Some(choice)) == set(held.values.get(preference))
+        });
+        enabled && values
+    })
 }

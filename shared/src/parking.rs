@@ -21,6 +21,9 @@ pub struct ParkedDelivery {
     /// Dynamics → Didomi: the contact to read again from Dataverse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_id: Option<String>,
+    /// Dynamics → Didomi: the Contact Point Consent record to read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_record_id: Option<String>,
     /// The delivery's own id (Didomi entity id, Dataverse correlation id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
@@ -155,6 +158,7 @@ mod tests {
             direction: DIDOMI_TO_DYNAMICS.into(),
             organization_user_id: Some("jane@example.com".into()),
             contact_id: None,
+            consent_record_id: None,
             delivery_id: Some("0c1e8b1a".into()),
             delivery_time: Some("2026-11-26T10:05:33.421Z".into()),
             error_class: "dataverse_unavailable".into(),

@@ -246,3 +246,35 @@ impl CountingProxy {
         self.secret_reads.load(Ordering::SeqCst)
     }
 }
+
+/// `consent-sync` with AWS pointed at moto and the configuration in a file.
+pub fn consent_sync_with_aws(
+    moto_url: &str,
+    config: &serde_json::Value,
+    args: &[&str],
+) -> (i32, String, String) {
+    let path = std::env::temp_dir().join(format!(
+        "consent-sync-replay-{}-{}.json",
+        std::process::id(),
+        args.len()
+    ));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let output = std::process::Command::new(crate::binary("consent-sync"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env("AWS_ENDPOINT_URL", moto_url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("PARKED_QUEUE_URL")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -178,6 +178,7 @@ impl DidomiToDynamics {
                     direction: DIDOMI_TO_DYNAMICS.into(),
                     organization_user_id: change.organization_user_id.clone(),
                     contact_id: None,
+                    consent_record_id: None,
                     delivery_id: change.delivery_id.clone(),
                     delivery_time: change.delivery_time.clone(),
                     error_class: error.error_class().into(),

@@ -198,10 +198,12 @@ impl DynamicsToDidomi {
                     pseudonyms.redact(&error.to_string(), user.as_deref().unwrap_or_default());
                 let status = error.http_status();
                 crate::metrics::count("failed");
+                let consent_record = change.entity == crate::contact_point_consent::ENTITY;
                 let record = ParkedDelivery {
                     direction: DYNAMICS_TO_DIDOMI.into(),
                     organization_user_id: None,
-                    contact_id: Some(change.entity_id.clone()),
+                    contact_id: (!consent_record).then(|| change.entity_id.clone()),
+                    consent_record_id: consent_record.then(|| change.entity_id.clone()),
                     delivery_id: change.correlation_id.clone(),
                     delivery_time: change.operation_created_on.clone(),
                     error_class: error.error_class().into(),
@@ -458,106 +460,12 @@ impl Context<'_> {
                 section.channel.name()
             ));
         }
-        let Some(entry) = entry_of(&record, &resolved) else {
-            return skipped("the record is not of a configured purpose or topic".into());
-        };
-        let value = match record.value {
-            Some(OPTED_IN) => true,
-            Some(OPTED_OUT) => false,
-            _ => return skipped("the record's value is Not Set: no choice to send".into()),
-        };
-
-        // The Didomi user: the address itself, or the key of the contact
-        // whose column holds it.
-        let user = match &section.contact_point {
-            ContactPoint::OrganizationUserId => record.address.trim().to_string(),
-            ContactPoint::Column(column) => {
-                let contacts = session
-                    .find_contacts_where(column, &record.address, &[&config.contact_key])
-                    .await
-                    .map_err(|e| (e.into(), None))?;
-                let key = contacts.iter().find_map(|c| {
-                    c.columns
-                        .get(&config.contact_key)?
-                        .as_str()
-                        .map(str::trim)
-                        .filter(|k| !k.is_empty())
-                        .map(str::to_string)
-                });
-                match key {
-                    Some(key) => key,
-                    None => {
-                        return skipped(format!(
-                            "no contact with this {column} has a {} to identify the Didomi user",
-                            config.contact_key
-                        ))
-                    }
-                }
-            }
-        };
-
-        let consents = match entry {
-            Entry::Purpose(i) => {
-                let purpose = &section.purposes[i];
-                if !purpose.direction.to_didomi() {
-                    return skipped("this purpose does not flow to Didomi".into());
-                }
-                Consents {
-                    purposes: vec![PurposeChoice {
-                        id: purpose.purpose.clone(),
-                        enabled: Some(value),
-                        values: Default::default(),
-                    }],
-                    channels: Vec::new(),
-                }
-            }
-            Entry::Topic(i) => {
-                let topic = &section.topics[i];
-                if !topic.direction.to_didomi() {
-                    return skipped("this topic does not flow to Didomi".into());
-                }
-                // Didomi takes a preference's values whole: every value of
-                // this preference whose topic record is now Opted In.
-                let records = session
-                    .consent_records(&record.address, section.channel)
-                    .await
-                    .map_err(|e| (e.into(), Some(user.clone())))?;
-                let selected: Vec<&str> = section
-                    .topics
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| t.purpose == topic.purpose && t.preference == topic.preference)
-                    .filter(|(j, _)| {
-                        if *j == i {
-                            return value;
-                        }
-                        let mine: Vec<_> = records
-                            .iter()
-                            .filter(|r| is_record_of(r, &resolved, Entry::Topic(*j)))
-                            .collect();
-                        // Duplicates: the most recently modified wins in
-                        // Journeys; any Opted In among them is read as in.
-                        mine.iter().any(|r| r.value == Some(OPTED_IN))
-                    })
-                    .map(|(_, t)| t.value.as_str())
-                    .collect();
-                let mut values = std::collections::BTreeMap::new();
-                values.insert(
-                    topic.preference.clone(),
-                    PreferenceChoice {
-                        value: Some(selected.join(",")),
-                    },
-                );
-                Consents {
-                    purposes: vec![PurposeChoice {
-                        id: topic.purpose.clone(),
-                        enabled: None,
-                        values,
-                    }],
-                    channels: Vec::new(),
-                }
-            }
-        };
+        let (user, consents) =
+            match consent_event_for_record(&session, config, section, &resolved, &record).await {
+                Ok(Ok(event)) => event,
+                Ok(Err(reason)) => return skipped(reason),
+                Err(e) => return Err((e.into(), None)),
+            };
         self.function
             .didomi
             .session(config, self.deadline)
@@ -566,6 +474,126 @@ impl Context<'_> {
             .map_err(|e| (e.into(), Some(user.clone())))?;
         Ok((sent(&consents), Some(user)))
     }
+}
+
+/// The consent event a consent record calls for: the Didomi user (the
+/// address itself, or the key of the contact whose column holds it) and the
+/// choice — `enabled` for a purpose record; for a topic record, the
+/// preference's values whose topic records are Opted In, without `enabled`.
+/// `Ok(Err(reason))` when the record calls for no event.
+pub async fn consent_event_for_record(
+    session: &crate::dataverse::Dataverse<'_>,
+    config: &Config,
+    section: &crate::contact_point_consent::ContactPointConsent,
+    resolved: &crate::dataverse::consent_records::Resolved,
+    record: &ConsentRecord,
+) -> Result<Result<(String, Consents), String>, DataverseError> {
+    let Some(entry) = entry_of(record, resolved) else {
+        return Ok(Err(
+            "the record is not of a configured purpose or topic".into()
+        ));
+    };
+    let value = match record.value {
+        Some(OPTED_IN) => true,
+        Some(OPTED_OUT) => false,
+        _ => {
+            return Ok(Err(
+                "the record's value is Not Set: no choice to send".into()
+            ))
+        }
+    };
+
+    // The Didomi user: the address itself, or the key of the contact
+    // whose column holds it.
+    let user = match &section.contact_point {
+        ContactPoint::OrganizationUserId => record.address.trim().to_string(),
+        ContactPoint::Column(column) => {
+            let contacts = session
+                .find_contacts_where(column, &record.address, &[&config.contact_key])
+                .await?;
+            let key = contacts.iter().find_map(|c| {
+                c.columns
+                    .get(&config.contact_key)?
+                    .as_str()
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+            });
+            match key {
+                Some(key) => key,
+                None => {
+                    return Ok(Err(format!(
+                        "no contact with this {column} has a {} to identify the Didomi user",
+                        config.contact_key
+                    )))
+                }
+            }
+        }
+    };
+
+    let consents = match entry {
+        Entry::Purpose(i) => {
+            let purpose = &section.purposes[i];
+            if !purpose.direction.to_didomi() {
+                return Ok(Err("this purpose does not flow to Didomi".into()));
+            }
+            Consents {
+                purposes: vec![PurposeChoice {
+                    id: purpose.purpose.clone(),
+                    enabled: Some(value),
+                    values: Default::default(),
+                }],
+                channels: Vec::new(),
+            }
+        }
+        Entry::Topic(i) => {
+            let topic = &section.topics[i];
+            if !topic.direction.to_didomi() {
+                return Ok(Err("this topic does not flow to Didomi".into()));
+            }
+            // Didomi takes a preference's values whole: every value of
+            // this preference whose topic record is now Opted In.
+            let records = session
+                .consent_records(&record.address, section.channel)
+                .await?;
+            let selected: Vec<&str> = section
+                .topics
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.purpose == topic.purpose && t.preference == topic.preference)
+                .filter(|(j, _)| {
+                    if *j == i {
+                        return value;
+                    }
+                    let mine: Vec<_> = records
+                        .iter()
+                        .filter(|r| is_record_of(r, &resolved, Entry::Topic(*j)))
+                        .collect();
+                    // Duplicates agree when consent-sync and Journeys'
+                    // preference centre wrote them (both update all); when
+                    // they do not, any Opted In among them counts.
+                    mine.iter().any(|r| r.value == Some(OPTED_IN))
+                })
+                .map(|(_, t)| t.value.as_str())
+                .collect();
+            let mut values = std::collections::BTreeMap::new();
+            values.insert(
+                topic.preference.clone(),
+                PreferenceChoice {
+                    value: Some(selected.join(",")),
+                },
+            );
+            Consents {
+                purposes: vec![PurposeChoice {
+                    id: topic.purpose.clone(),
+                    enabled: None,
+                    values,
+                }],
+                channels: Vec::new(),
+            }
+        }
+    };
+    Ok(Ok((user, consents)))
 }
 
 fn sent(consents: &Consents) -> Outcome {
