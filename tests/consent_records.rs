@@ -476,3 +476,136 @@ async fn given_parked_consent_record_changes_then_replay_applies_the_current_tru
         OPTED_IN
     );
 }
+
+fn set_didomi_user(sim: &Simulator, id: &str, consents: Value) {
+    sim.state().didomi.user_mut(id).consents = consents.as_object().cloned().unwrap();
+}
+
+fn reconcile_options(
+    from: consent_sync_cli::reconcile::From,
+    apply: bool,
+) -> consent_sync_cli::reconcile::Options {
+    consent_sync_cli::reconcile::Options {
+        from,
+        apply,
+        limit: None,
+        batch_size: None,
+    }
+}
+
+#[tokio::test]
+async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
+    use consent_sync_cli::reconcile::{run, From};
+    let sim = Simulator::start(Identity::default(), sample_contacts())
+        .await
+        .unwrap();
+    let mut config = sim.config();
+    records_only(&mut config);
+    let config = Config::from_json(&config.to_string()).unwrap();
+    // Jane: newsletter on with sports; marketing off. Ada: marketing on, no contact needed.
+    set_didomi_user(
+        &sim,
+        JANE_ADDRESS,
+        json!({"purposes": [
+            {"id": "newsletter", "enabled": true, "values": {"topics": {"value": "sports"}}},
+            {"id": "marketing", "enabled": false}
+        ]}),
+    );
+    set_didomi_user(
+        &sim,
+        "ada.nocontact@example.com",
+        json!({"purposes": [{"id": "marketing", "enabled": true}]}),
+    );
+    // Jane already has two Newsletter records, both out of date.
+    let person = sim.state().identity.person_user_id.clone();
+    for _ in 0..2 {
+        sim.write_row_as(
+            &person,
+            "POST",
+            CONSENT_SET,
+            json!({
+                "msdynmkt_contactpointvalue": "Jane.Doe@example.com",
+                "msdynmkt_contactpointtype": EMAIL,
+                "msdynmkt_contactpointconsenttype": PURPOSE,
+                "msdynmkt_value": OPTED_OUT,
+                "msdynmkt_purposeId@odata.bind": format!("/msdynmkt_purposes({PURPOSE_NEWSLETTER})"),
+            }),
+        )
+        .unwrap();
+    }
+
+    let report = run(&config, reconcile_options(From::Didomi, false))
+        .await
+        .unwrap();
+    // Jane: 2 Newsletter updates, Marketing, Sports (in) and News (out)
+    // created; Ada: Marketing created.
+    assert_eq!(
+        report.json["consent_records_differing"], 6,
+        "{}",
+        report.text
+    );
+    assert_eq!(sim.writes(), vec![], "a report writes nothing");
+
+    sim.clear_requests();
+    let report = run(&config, reconcile_options(From::Didomi, true))
+        .await
+        .unwrap();
+    assert!(report.ok, "{}", report.text);
+    assert_eq!(report.json["consent_records_written"], 6, "{}", report.text);
+    let writes = sim.writes();
+    let paths: Vec<&str> = writes.iter().map(|w| w.path_and_query.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/data/v9.2/msdynmkt_contactpointconsent4s/Microsoft.Dynamics.CRM.UpdateMultiple",
+            "/api/data/v9.2/msdynmkt_contactpointconsent4s/Microsoft.Dynamics.CRM.CreateMultiple"
+        ],
+        "in bulk"
+    );
+    assert!(record_of(&sim, PURPOSE, PURPOSE_NEWSLETTER, None)
+        .iter()
+        .all(|r| r["msdynmkt_value"] == OPTED_IN));
+    assert_eq!(
+        record_of(&sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_NEWS))[0]["msdynmkt_value"],
+        OPTED_OUT
+    );
+    let ada: Vec<_> = records(&sim)
+        .into_iter()
+        .filter(|r| r["msdynmkt_contactpointvalue"] == "ada.nocontact@example.com")
+        .collect();
+    assert_eq!(ada.len(), 1);
+    assert_eq!(ada[0]["_msdynmkt_purposeid_value"], PURPOSE_MARKETING);
+    let again = run(&config, reconcile_options(From::Didomi, false))
+        .await
+        .unwrap();
+    assert_eq!(again.json["consent_records_differing"], 0, "{}", again.text);
+
+    // From Dynamics: a person drops the sports topic; Didomi does not know yet.
+    let sports = record_of(&sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_SPORTS));
+    let id = sports[0]["msdynmkt_contactpointconsent4id"]
+        .as_str()
+        .unwrap();
+    sim.write_row_as(
+        &person,
+        "PATCH",
+        &format!("{CONSENT_SET}({id})"),
+        json!({"msdynmkt_value": OPTED_OUT}),
+    )
+    .unwrap();
+    let report = run(&config, reconcile_options(From::Dynamics, true))
+        .await
+        .unwrap();
+    assert!(report.ok, "{}", report.text);
+    assert_eq!(
+        report.json["consent_records_differing"], 1,
+        "{}",
+        report.text
+    );
+    let events = sim.didomi_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["user"]["organization_user_id"], JANE_ADDRESS);
+    assert_eq!(
+        events[0]["consents"]["purposes"],
+        json!([{"id": "newsletter", "values": {"topics": {"value": ""}}}])
+    );
+}

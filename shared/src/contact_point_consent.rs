@@ -250,9 +250,23 @@ pub enum Entry {
 /// topic: not selected while the preference has a value); nothing when
 /// Didomi says nothing.
 pub fn wanted_values(section: &ContactPointConsent, consents: &Consents) -> Vec<(Entry, i64)> {
+    values_where(section, consents, Direction::to_dynamics)
+}
+
+/// The record values Didomi's choices stand for, over the entries that flow
+/// to Didomi: what Didomi already holds, to compare records with.
+pub fn didomi_values(section: &ContactPointConsent, consents: &Consents) -> Vec<(Entry, i64)> {
+    values_where(section, consents, Direction::to_didomi)
+}
+
+fn values_where(
+    section: &ContactPointConsent,
+    consents: &Consents,
+    flows: fn(Direction) -> bool,
+) -> Vec<(Entry, i64)> {
     let mut wanted = Vec::new();
     for (i, entry) in section.purposes.iter().enumerate() {
-        if !entry.direction.to_dynamics() {
+        if !flows(entry.direction) {
             continue;
         }
         if let Some(enabled) = consents.purpose(&entry.purpose).and_then(|p| p.enabled) {
@@ -263,7 +277,7 @@ pub fn wanted_values(section: &ContactPointConsent, consents: &Consents) -> Vec<
         }
     }
     for (i, entry) in section.topics.iter().enumerate() {
-        if !entry.direction.to_dynamics() {
+        if !flows(entry.direction) {
             continue;
         }
         let Some(selected) = selected_values(consents.purpose(&entry.purpose), &entry.preference)

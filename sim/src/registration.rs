@@ -415,6 +415,11 @@ pub fn serve(
     body: &[u8],
     user: &str,
 ) -> Option<Response> {
+    if let Some((set, message)) = path.split_once("/Microsoft.Dynamics.CRM.") {
+        if set == CONSENT_SET && method == Method::POST {
+            return Some(bulk(state, set, message, body, user));
+        }
+    }
     let (set, id) = match path.split_once('(') {
         Some((set, rest)) => (set, Some(rest.strip_suffix(')')?.to_string())),
         None => (path, None),
@@ -441,6 +446,105 @@ pub fn serve(
             "The method is not allowed on this resource.",
         ),
     })
+}
+
+/// A bulk target checked: its row's position (updates), id, the row as it
+/// will be, and the columns sent.
+type BulkRow = (Option<usize>, String, Map<String, Value>, Map<String, Value>);
+
+/// `UpdateMultiple` / `CreateMultiple` on the consent table: every target
+/// valid (its `@odata.type`, its primary key to update, known columns, choice
+/// values in range, existing rows), or nothing is written.
+fn bulk(state: &mut SimState, set: &str, message: &str, body: &[u8], user: &str) -> Response {
+    let update = match message {
+        "UpdateMultiple" => true,
+        "CreateMultiple" => false,
+        _ => {
+            return odata_error(
+                404,
+                "0x80060888",
+                &format!("Resource not found for the segment '{message}'."),
+            )
+        }
+    };
+    let targets = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut request)) => match request.remove("Targets") {
+            Some(Value::Array(targets)) if !targets.is_empty() => targets,
+            _ => return bad_request("Required parameter 'Targets' is missing or empty."),
+        },
+        _ => return bad_request("The request body is not a JSON object."),
+    };
+    let primary_key = state.tables[set].primary_key;
+    let odata_type = format!("Microsoft.Dynamics.CRM.{CONSENT_ENTITY}");
+    let mut rows: Vec<BulkRow> = Vec::new();
+    for target in targets {
+        let Value::Object(mut target) = target else {
+            return bad_request("A target is not a JSON object.");
+        };
+        if target
+            .remove("@odata.type")
+            .as_ref()
+            .and_then(Value::as_str)
+            != Some(odata_type.as_str())
+        {
+            return bad_request(&format!(
+                "Every target needs '@odata.type': '{odata_type}'."
+            ));
+        }
+        let id = target
+            .remove(primary_key)
+            .and_then(|v| v.as_str().map(str::to_string));
+        let sent = match fields_of(state, set, target) {
+            Ok(fields) => fields,
+            Err(response) => return response,
+        };
+        let (index, id, mut row) = match (update, id) {
+            (true, None) => {
+                return bad_request(&format!(
+                    "Required field '{primary_key}' is missing in a target: UpdateMultiple needs every record's primary key."
+                ))
+            }
+            (true, Some(id)) => match find(&state.tables[set], &id) {
+                Some(index) => (Some(index), id, state.tables[set].rows[index].clone()),
+                None => return does_not_exist(set, &id),
+            },
+            (false, id) => {
+                let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let mut row = Map::new();
+                row.insert(primary_key.into(), json!(id));
+                row.insert("statecode".into(), json!(0));
+                row.insert("statuscode".into(), json!(1));
+                row.insert("msdynmkt_value".into(), json!(534_120_000));
+                (None, id, row)
+            }
+        };
+        row.extend(sent.clone());
+        row.insert("modifiedon".into(), json!(crate::didomi::iso_seconds()));
+        if let Err(response) = validate(set, &row) {
+            return response;
+        }
+        rows.push((index, id, row, sent));
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    for (index, id, row, sent) in rows {
+        let table = state.tables.get_mut(set).expect("known");
+        match index {
+            Some(index) => table.rows[index] = row.clone(),
+            None => table.rows.push(row.clone()),
+        }
+        let message = if update { "Update" } else { "Create" };
+        crate::webhooks::row_written(state, CONSENT_ENTITY, message, &id, &row, &sent, user);
+        ids.push(id);
+    }
+    if update {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        axum::Json(json!({
+            "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", state.base_url),
+            "Ids": ids
+        }))
+        .into_response()
+    }
 }
 
 fn text_of(row: &Map<String, Value>, column: &str) -> String {
@@ -512,10 +616,18 @@ fn query(state: &SimState, set: &str, params: &HashMap<String, String>) -> Respo
 
 /// The body's columns, with `@odata.bind` lookups resolved to their columns.
 fn fields(state: &SimState, set: &str, body: &[u8]) -> Result<Map<String, Value>, Response> {
-    let table = &state.tables[set];
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
         return Err(bad_request("The request body is not a JSON object."));
     };
+    fields_of(state, set, body)
+}
+
+fn fields_of(
+    state: &SimState,
+    set: &str,
+    body: Map<String, Value>,
+) -> Result<Map<String, Value>, Response> {
+    let table = &state.tables[set];
     let mut fields = Map::new();
     for (name, value) in body {
         if let Some(navigation) = name.strip_suffix("@odata.bind") {

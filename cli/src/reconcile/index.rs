@@ -92,6 +92,11 @@ impl Index {
         Some(&slot.0)
     }
 
+    /// Every row.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.rows.values().flat_map(|(entries, _)| entries)
+    }
+
     /// The rows whose key nothing matched.
     pub fn unmatched(&self) -> impl Iterator<Item = &Entry> {
         self.rows

@@ -15,6 +15,7 @@
 
 pub mod index;
 pub mod progress;
+pub mod records;
 pub mod writes;
 
 use std::collections::BTreeMap;
@@ -33,10 +34,16 @@ use consent_sync::mapping::{
 use consent_sync::{Config, Deadline, RetryPolicy};
 use serde_json::{json, Map, Value};
 
+use consent_sync::contact_point_consent::{
+    didomi_values, wanted_values, ContactPoint, ContactPointConsent, Entry,
+};
+use consent_sync::dataverse::consent_records::{reason, Resolved};
+
 use crate::report::Report;
-use index::{Columns, Entry, Index};
+use index::{Columns, Index};
 use progress::{Counts, Ticker};
-use writes::{BulkWriter, EventSender, Failure};
+use records::{event_for_records, record_writes, RecordsIndex};
+use writes::{BulkWriter, EventSender, Failure, CONSENT_RECORDS, CONTACTS};
 
 /// Contacts per page: the most Dataverse gives, since reads count against
 /// the same service protection limits as writes.
@@ -80,6 +87,10 @@ struct Tally {
     users_without_contact: usize,
     contacts_without_user: usize,
     created: usize,
+    /// Consent records to create or update (`--from didomi`), or users whose
+    /// records Didomi does not hold yet (`--from dynamics`).
+    records_differing: usize,
+    records_written: usize,
 }
 
 impl Tally {
@@ -103,6 +114,29 @@ struct Run {
     didomi: DidomiClient,
     counts: Arc<Counts>,
     tally: Tally,
+}
+
+/// The consent records side of a reconcile, when `contact_point_consent`
+/// is configured.
+struct Records {
+    section: ContactPointConsent,
+    resolved: Resolved,
+    index: RecordsIndex,
+}
+
+/// The pseudo-column under which a user's Didomi value of a consent record
+/// entry is packed in the users index.
+fn entry_column(entry: Entry) -> String {
+    match entry {
+        Entry::Purpose(i) => format!("#record purpose {i}"),
+        Entry::Topic(i) => format!("#record topic {i}"),
+    }
+}
+
+fn all_entries(section: &ContactPointConsent) -> impl Iterator<Item = Entry> {
+    (0..section.purposes.len())
+        .map(Entry::Purpose)
+        .chain((0..section.topics.len()).map(Entry::Topic))
 }
 
 pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
@@ -141,7 +175,11 @@ impl Run {
     /// differing contacts written in bulk.
     async fn follow_didomi(&mut self, batch_size: usize) -> Result<Vec<Failure>, String> {
         let config = self.config.clone();
-        let columns = Columns::new(config.columns_to_dynamics());
+        let records = self.read_records().await?;
+        let address_column = address_column(&records);
+        let mut names: Vec<String> = config.columns_to_dynamics().map(str::to_string).collect();
+        names.extend(address_column.clone().filter(|c| !names.contains(c)));
+        let columns = Columns::new(names);
         let mut contacts = Index::default();
         let mut link: Option<String> = None;
         loop {
@@ -149,7 +187,7 @@ impl Run {
             for (contact, key) in page {
                 let values = columns.pack(&contact.columns);
                 let id = contact.id.into_boxed_str();
-                contacts.insert(&key, Entry { id, values });
+                contacts.insert(&key, index::Entry { id, values });
             }
             match next {
                 Some(next) => link = Some(next),
@@ -158,16 +196,22 @@ impl Run {
         }
 
         let apply = self.options.apply;
-        let writer = |create| {
+        let writer = |create, table| {
             BulkWriter::new(
                 config.clone(),
                 self.dataverse.clone(),
                 self.counts.clone(),
                 batch_size,
                 create,
+                table,
             )
         };
-        let (mut updates, mut creates) = (writer(false), writer(true));
+        let (mut updates, mut creates) = (writer(false, CONTACTS), writer(true, CONTACTS));
+        let (mut record_updates, mut record_creates) = (
+            writer(false, CONSENT_RECORDS),
+            writer(true, CONSENT_RECORDS),
+        );
+        let reason = reason("reconcile");
         let mut cursor: Option<String> = None;
         'pages: loop {
             let (users, next) = self.users_page(cursor.as_deref()).await?;
@@ -176,6 +220,54 @@ impl Run {
                     continue;
                 };
                 let desired = columns_from_consents(&config.mappings, &user.consents);
+                if let Some(records) = &records {
+                    // The records of the user's address(es), whether or not a
+                    // contact matches when the address is the user id itself.
+                    let addresses: Vec<String> = match &address_column {
+                        None => vec![user_id.to_string()],
+                        Some(column) => contacts
+                            .matched(user_id)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|c| {
+                                columns
+                                    .unpack(&c.values)
+                                    .get(column)?
+                                    .as_str()
+                                    .map(str::to_string)
+                            })
+                            .collect(),
+                    };
+                    let wanted = wanted_values(&records.section, &user.consents);
+                    let mut seen: Vec<String> = Vec::new();
+                    for address in addresses.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+                        if seen.iter().any(|s| s.eq_ignore_ascii_case(address)) {
+                            continue;
+                        }
+                        seen.push(address.to_string());
+                        let (to_update, to_create) = record_writes(
+                            &records.section,
+                            &records.resolved,
+                            address,
+                            records.index.of(address),
+                            &wanted,
+                            &reason,
+                        );
+                        self.tally.records_differing += to_update.len() + to_create.len();
+                        if apply {
+                            let subject = format!(
+                                "consent record of user {}",
+                                config.pseudonyms().of(user_id)
+                            );
+                            for row in to_update {
+                                record_updates.push(row, subject.clone()).await;
+                            }
+                            for row in to_create {
+                                record_creates.push(row, subject.clone()).await;
+                            }
+                        }
+                    }
+                }
                 let Some(matched) = contacts.matched(user_id) else {
                     self.tally.users_without_contact += 1;
                     if !config.upsert_mode || desired.is_empty() {
@@ -224,10 +316,15 @@ impl Run {
         }
         updates.finish().await;
         creates.finish().await;
+        record_updates.finish().await;
+        record_creates.finish().await;
         self.tally.contacts_without_user = contacts.unmatched().count();
         self.tally.created = creates.created;
+        self.tally.records_written = record_updates.written + record_creates.written;
         let mut failures = updates.failures;
         failures.extend(creates.failures);
+        failures.extend(record_updates.failures);
+        failures.extend(record_creates.failures);
         Ok(failures)
     }
 
@@ -235,7 +332,23 @@ impl Run {
     /// and each differing contact sent as one consent event.
     async fn follow_dynamics(&mut self) -> Result<Vec<Failure>, String> {
         let config = self.config.clone();
-        let columns = Columns::new(config.columns_to_didomi());
+        let records = self.read_records().await?;
+        let address_column = address_column(&records);
+        // The users index packs, beside the contact columns, Didomi's value of
+        // each consent record entry under a pseudo-column.
+        let mut names: Vec<String> = config.columns_to_didomi().map(str::to_string).collect();
+        let contact_columns = names.len();
+        if let Some(records) = &records {
+            names.extend(all_entries(&records.section).map(entry_column));
+        }
+        let columns = Columns::new(names.clone());
+        let mut contact_names: Vec<String> = names[..contact_columns].to_vec();
+        contact_names.extend(
+            address_column
+                .clone()
+                .filter(|c| !contact_names.contains(c)),
+        );
+        let contact_columns = Columns::new(contact_names);
         let mut users = Index::default();
         let mut cursor: Option<String> = None;
         loop {
@@ -244,11 +357,16 @@ impl Run {
                 let Some(user_id) = user_key(&user) else {
                     continue;
                 };
-                let choices = didomi_choices_as_columns(&config.mappings, &user.consents);
+                let mut choices = didomi_choices_as_columns(&config.mappings, &user.consents);
+                if let Some(records) = &records {
+                    for (entry, value) in didomi_values(&records.section, &user.consents) {
+                        choices.insert(entry_column(entry), json!(value));
+                    }
+                }
                 let values = columns.pack(&choices);
                 users.insert(
                     user_id,
-                    Entry {
+                    index::Entry {
                         id: user_id.into(),
                         values,
                     },
@@ -266,9 +384,12 @@ impl Run {
             RetryPolicy::default(),
         ));
         let mut events = EventSender::new(config.clone(), events_client, self.counts.clone());
+        let mut sent_addresses: std::collections::HashSet<String> = Default::default();
         let mut link: Option<String> = None;
         'pages: loop {
-            let (page, next) = self.contacts_page(link.as_deref(), &columns).await?;
+            let (page, next) = self
+                .contacts_page(link.as_deref(), &contact_columns)
+                .await?;
             for (contact, key) in page {
                 let Some(matched) = users.matched(&key) else {
                     self.tally.contacts_without_user += 1;
@@ -278,6 +399,22 @@ impl Run {
                 let user = &matched[0];
                 self.tally.matched += 1;
                 let choices = columns.unpack(&user.values);
+                if let (Some(records), Some(column)) = (&records, &address_column) {
+                    let address = contact.columns.get(column).and_then(Value::as_str);
+                    if let Some(address) = address.map(str::trim).filter(|a| !a.is_empty()) {
+                        if sent_addresses.insert(address.to_lowercase()) {
+                            let event = records_event(records, address, &choices);
+                            if let Some(consents) = event {
+                                self.tally.records_differing += 1;
+                                if self.options.apply {
+                                    events
+                                        .send(user.id.to_string(), contact.id.clone(), consents)
+                                        .await;
+                                }
+                            }
+                        }
+                    }
+                }
                 let changes =
                     columns_differing_from_choices(&config.mappings, &choices, &contact.columns);
                 if changes.is_empty() {
@@ -305,9 +442,64 @@ impl Run {
                 None => break,
             }
         }
+        // Records keyed by the user id itself: every user, contact or not.
+        if let (Some(records), None) = (&records, &address_column) {
+            for user in users.entries() {
+                let choices = columns.unpack(&user.values);
+                if let Some(consents) = records_event(records, &user.id, &choices) {
+                    self.tally.records_differing += 1;
+                    if self.options.apply {
+                        events
+                            .send(
+                                user.id.to_string(),
+                                format!("records of user {}", config.pseudonyms().of(&user.id)),
+                                consents,
+                            )
+                            .await;
+                    }
+                }
+            }
+        }
         events.finish().await;
         self.tally.users_without_contact = users.unmatched().count();
         Ok(events.failures)
+    }
+
+    /// Every consent record of the configured purposes and topics, when
+    /// `contact_point_consent` is configured: two reads to resolve them,
+    /// then pages of 5,000.
+    async fn read_records(&self) -> Result<Option<Records>, String> {
+        let Some(section) = self.config.contact_point_consent.clone() else {
+            return Ok(None);
+        };
+        let session = self.dataverse.session(&self.config, read_deadline());
+        let resolved = session
+            .resolve_consent(&section)
+            .await
+            .and_then(|r| r.into_resolved())
+            .map_err(|e| format!("resolving the consent purposes and topics: {e}"))?;
+        Counts::add(&self.counts.dataverse_requests, 2);
+        let mut index = RecordsIndex::default();
+        let mut link: Option<String> = None;
+        loop {
+            let (page, next) = session
+                .consent_records_page(link.as_deref(), section.channel, PAGE_SIZE)
+                .await
+                .map_err(|e| format!("reading consent records: {e}"))?;
+            Counts::add(&self.counts.dataverse_requests, 1);
+            for record in page {
+                index.insert(record, &resolved);
+            }
+            match next {
+                Some(next) => link = Some(next),
+                None => break,
+            }
+        }
+        Ok(Some(Records {
+            section,
+            resolved,
+            index,
+        }))
     }
 
     /// One page of contacts with a key value, each with its key.
@@ -358,8 +550,9 @@ impl Run {
         };
         let users = Counts::get(&self.counts.users);
         let contacts = Counts::get(&self.counts.contacts);
-        // Creates are counted apart from the updates and events.
-        let written = Counts::get(&self.counts.written) - tally.created;
+        // Creates and consent records are counted apart from the updates
+        // and events.
+        let written = Counts::get(&self.counts.written) - tally.created - tally.records_written;
         let requests = Counts::get(&self.counts.dataverse_requests);
         let throttled = self.dataverse.pacing.throttled();
         let mut text = format!(
@@ -387,6 +580,19 @@ impl Run {
                 ""
             }
         ));
+        if config.contact_point_consent.is_some() {
+            let what = match options.from {
+                From::Didomi => "consent records to write",
+                From::Dynamics => "addresses whose consent records Didomi lacks",
+            };
+            text.push_str(&format!("  {what:<24}{}\n", tally.records_differing));
+            if options.apply && options.from == From::Didomi {
+                text.push_str(&format!(
+                    "  consent records written {}\n",
+                    tally.records_written
+                ));
+            }
+        }
         if let Some(limit) = options.limit {
             text.push_str(&format!("  limited to {limit} differing contact(s)\n"));
         }
@@ -422,6 +628,8 @@ impl Run {
                     .iter()
                     .map(|f| format!("{}: {}", f.subject, f.reason))
                     .collect::<Vec<_>>(),
+                "consent_records_differing": tally.records_differing,
+                "consent_records_written": tally.records_written,
                 "dataverse_requests": requests,
                 "throttled": throttled,
             }),
@@ -434,6 +642,28 @@ impl Run {
             }),
         }
     }
+}
+
+/// The contact column that holds the records' address, when it is not the
+/// user id itself.
+fn address_column(records: &Option<Records>) -> Option<String> {
+    match records.as_ref().map(|r| &r.section.contact_point) {
+        Some(ContactPoint::Column(column)) => Some(column.clone()),
+        _ => None,
+    }
+}
+
+/// The event that carries an address's records to Didomi, given the user's
+/// Didomi values unpacked from the index.
+fn records_event(
+    records: &Records,
+    address: &str,
+    choices: &Map<String, Value>,
+) -> Option<consent_sync::consents::Consents> {
+    let didomi: Vec<(Entry, i64)> = all_entries(&records.section)
+        .filter_map(|entry| Some((entry, choices.get(&entry_column(entry))?.as_i64()?)))
+        .collect();
+    event_for_records(&records.section, records.index.of(address), &didomi)
 }
 
 /// A user's `organization_user_id`, when it has one.

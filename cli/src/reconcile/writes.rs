@@ -43,6 +43,26 @@ fn patient_deadline() -> Deadline {
     Deadline::after(Duration::from_secs(6 * 3600))
 }
 
+/// A table bulk messages write to.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    pub entity_set: &'static str,
+    pub entity: &'static str,
+    pub key: &'static str,
+}
+
+pub const CONTACTS: Table = Table {
+    entity_set: "contacts",
+    entity: "contact",
+    key: "contactid",
+};
+
+pub const CONSENT_RECORDS: Table = Table {
+    entity_set: consent_sync::contact_point_consent::ENTITY_SET,
+    entity: consent_sync::contact_point_consent::ENTITY,
+    key: consent_sync::contact_point_consent::PRIMARY_KEY,
+};
+
 /// Rows queued for one bulk message, sent `batch_size` at a time.
 pub struct BulkWriter {
     config: Arc<Config>,
@@ -50,21 +70,25 @@ pub struct BulkWriter {
     counts: Arc<Counts>,
     batch_size: usize,
     create: bool,
+    table: Table,
     batch: Vec<(Row, String)>,
     running: JoinSet<(Vec<String>, BulkOutcome)>,
     pub failures: Vec<Failure>,
     pub created: usize,
+    /// Rows written (updated or created).
+    pub written: usize,
 }
 
 impl BulkWriter {
-    /// A writer of updates (`create` false) or creates, each row carrying the
-    /// subject its failure is reported under.
+    /// A writer of updates (`create` false) or creates of `table`'s rows,
+    /// each row carrying the subject its failure is reported under.
     pub fn new(
         config: Arc<Config>,
         client: Arc<DataverseClient>,
         counts: Arc<Counts>,
         batch_size: usize,
         create: bool,
+        table: Table,
     ) -> Self {
         BulkWriter {
             config,
@@ -72,10 +96,12 @@ impl BulkWriter {
             counts,
             batch_size,
             create,
+            table,
             batch: Vec::with_capacity(batch_size),
             running: JoinSet::new(),
             failures: Vec::new(),
             created: 0,
+            written: 0,
         }
     }
 
@@ -99,15 +125,16 @@ impl BulkWriter {
         let config = self.config.clone();
         let client = self.client.clone();
         let create = self.create;
+        let table = self.table;
         self.running.spawn(async move {
             let dataverse = client.session(&config, patient_deadline());
             let outcome = if create {
                 dataverse
-                    .create_multiple("contacts", "contact", "contactid", &rows)
+                    .create_multiple(table.entity_set, table.entity, table.key, &rows)
                     .await
             } else {
                 dataverse
-                    .update_multiple("contacts", "contact", "contactid", &rows)
+                    .update_multiple(table.entity_set, table.entity, table.key, &rows)
                     .await
             };
             (subjects, outcome)
@@ -130,6 +157,7 @@ impl BulkWriter {
         };
         Counts::add(&self.counts.dataverse_requests, outcome.requests);
         Counts::add(&self.counts.written, outcome.applied);
+        self.written += outcome.applied;
         self.created += outcome.created.len();
         let failed = outcome.refused.len() + outcome.failed.len();
         Counts::add(&self.counts.failed, failed);

@@ -21,6 +21,8 @@ pub struct ConsentRecord {
     pub kind: Option<i64>,
     pub purpose_id: Option<String>,
     pub topic_id: Option<String>,
+    /// `modifiedon`: among duplicates, the most recently modified wins.
+    pub modified_on: Option<String>,
 }
 
 /// The configured purposes and topics as the environment knows them.
@@ -194,7 +196,7 @@ impl Dataverse<'_> {
             channel.code()
         );
         let select = format!(
-            "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value"
+            "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon"
         );
         let rows = self
             .get_rows(&format!(
@@ -206,10 +208,72 @@ impl Dataverse<'_> {
         Ok(rows.iter().map(record_of).collect())
     }
 
+    /// One page of every consent record of a channel (inactive ones too):
+    /// the first when `next` is `None`, else the `@odata.nextLink` of the
+    /// previous page, followed only within the environment.
+    pub async fn consent_records_page(
+        &self,
+        next: Option<&str>,
+        channel: Channel,
+        page_size: usize,
+    ) -> Result<(Vec<ConsentRecord>, Option<String>), DataverseError> {
+        let url = match next {
+            Some(link)
+                if link.starts_with(&format!(
+                    "{}{}/",
+                    self.config.server_instance,
+                    super::API_PATH
+                )) =>
+            {
+                link.to_string()
+            }
+            Some(_) => {
+                return Err(DataverseError::BadAnswer(
+                    "an @odata.nextLink points outside the environment".into(),
+                ))
+            }
+            None => {
+                let select = format!(
+                    "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon"
+                );
+                let filter = format!("msdynmkt_contactpointtype eq {}", channel.code());
+                self.url(&format!(
+                    "{ENTITY_SET}?$select={}&$filter={}",
+                    encode_query_value(&select),
+                    encode_query_value(&filter)
+                ))
+            }
+        };
+        let prefer = format!("odata.maxpagesize={page_size}");
+        let response = self
+            .send_with(Method::GET, &url, None, Replay::Safe, Some(&prefer))
+            .await?;
+        let mut page: Map<String, Value> = response.json().await.map_err(|_| {
+            DataverseError::BadAnswer("a consent records page is not an OData collection".into())
+        })?;
+        let next = page
+            .remove("@odata.nextLink")
+            .and_then(|v| v.as_str().map(str::to_string));
+        let rows = match page.remove("value") {
+            Some(Value::Array(rows)) => rows,
+            _ => {
+                return Err(DataverseError::BadAnswer(
+                    "a consent records page is not an OData collection".into(),
+                ))
+            }
+        };
+        let records = rows
+            .iter()
+            .filter_map(Value::as_object)
+            .map(record_of)
+            .collect();
+        Ok((records, next))
+    }
+
     /// One consent record by id; `None` when it is gone.
     pub async fn consent_record(&self, id: &str) -> Result<Option<ConsentRecord>, DataverseError> {
         let select = format!(
-            "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value"
+            "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon"
         );
         match self
             .get_json(&format!(
@@ -259,13 +323,7 @@ impl Dataverse<'_> {
                 if record.value == Some(value) {
                     continue;
                 }
-                let body = json!({
-                    "msdynmkt_value": value,
-                    "msdynmkt_source": SOURCE_INTERNAL,
-                    "msdynmkt_logicalreason": NO_REASONS,
-                    "msdynmkt_reason": reason,
-                    "msdynmkt_modifiedonbehalf": "consent-sync",
-                });
+                let body = record_update(value, reason);
                 let url = self.url(&format!("{ENTITY_SET}({})", guid(&record.id)?));
                 self.send(Method::PATCH, &url, Some(&body), Replay::Safe)
                     .await?;
@@ -274,6 +332,26 @@ impl Dataverse<'_> {
         }
         Ok(writes)
     }
+}
+
+/// The columns written to an existing record whose value changes.
+pub fn record_update(value: i64, reason: &str) -> Value {
+    json!({
+        "msdynmkt_value": value,
+        "msdynmkt_source": SOURCE_INTERNAL,
+        "msdynmkt_logicalreason": NO_REASONS,
+        "msdynmkt_reason": reason,
+        "msdynmkt_modifiedonbehalf": "consent-sync",
+    })
+}
+
+/// The value of an entry among an address's records: the most recently
+/// modified record's, as Journeys reads duplicates.
+pub fn effective_value<'a>(records: impl IntoIterator<Item = &'a ConsentRecord>) -> Option<i64> {
+    records
+        .into_iter()
+        .max_by(|a, b| a.modified_on.cmp(&b.modified_on))
+        .and_then(|r| r.value)
 }
 
 /// Whether a record stands for the configured entry: a purpose record of
@@ -302,7 +380,10 @@ pub fn entry_of(record: &ConsentRecord, resolved: &Resolved) -> Option<Entry> {
         .find(|&entry| is_record_of(record, resolved, entry))
 }
 
-fn new_record(
+/// The columns of a new record for `entry` at `address`: every column
+/// Journeys reads, the lookups bound by their case-sensitive navigation
+/// properties.
+pub fn new_record(
     section: &ContactPointConsent,
     resolved: &Resolved,
     address: &str,
@@ -345,6 +426,7 @@ fn record_of(row: &Map<String, Value>) -> ConsentRecord {
             .and_then(Value::as_i64),
         purpose_id: text(row, "_msdynmkt_purposeid_value"),
         topic_id: text(row, "_msdynmkt_topicid_value"),
+        modified_on: text(row, "modifiedon"),
     }
 }
 

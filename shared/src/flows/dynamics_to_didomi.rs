@@ -12,7 +12,9 @@ use crate::config::{Config, ConfigError};
 use crate::config_source::ConfigCache;
 use crate::consents::{Consents, PreferenceChoice, PurposeChoice};
 use crate::contact_point_consent::{ContactPoint, Entry, OPTED_IN, OPTED_OUT};
-use crate::dataverse::consent_records::{entry_of, is_record_of, ConsentRecord, ResolvedCache};
+use crate::dataverse::consent_records::{
+    effective_value, entry_of, is_record_of, ConsentRecord, ResolvedCache,
+};
 use crate::dataverse::webhook::{parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::{DidomiClient, DidomiError};
@@ -437,6 +439,7 @@ impl Context<'_> {
             kind: number("msdynmkt_contactpointconsenttype"),
             purpose_id: text("msdynmkt_purposeid"),
             topic_id: text("msdynmkt_topicid"),
+            modified_on: text("modifiedon"),
         };
         let channel = number("msdynmkt_contactpointtype");
         if record.address.is_empty()
@@ -565,14 +568,12 @@ pub async fn consent_event_for_record(
                     if *j == i {
                         return value;
                     }
-                    let mine: Vec<_> = records
+                    // Among duplicates the most recently modified counts,
+                    // as Journeys reads them.
+                    let mine = records
                         .iter()
-                        .filter(|r| is_record_of(r, &resolved, Entry::Topic(*j)))
-                        .collect();
-                    // Duplicates agree when consent-sync and Journeys'
-                    // preference centre wrote them (both update all); when
-                    // they do not, any Opted In among them counts.
-                    mine.iter().any(|r| r.value == Some(OPTED_IN))
+                        .filter(|r| is_record_of(r, resolved, Entry::Topic(*j)));
+                    effective_value(mine) == Some(OPTED_IN)
                 })
                 .map(|(_, t)| t.value.as_str())
                 .collect();
