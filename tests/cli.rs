@@ -37,6 +37,21 @@ fn local_replays_the_sample_delivery_and_shows_what_changed() {
         !stdout.contains("donotemail "),
         "an unchanged column is not listed:\n{stdout}"
     );
+    // With consent records: the sample lands in four records, and a Didomi
+    // opt-out updates the newsletter record in place.
+    assert!(
+        stdout.contains("\"consent_records\":{\"created\":4,\"updated\":0}"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"consent_records\":{\"created\":0,\"updated\":1}"),
+        "{stdout}"
+    );
+    let last = stdout.rsplit("opt-out of the newsletter").next().unwrap();
+    assert!(
+        last.contains("Newsletter (purpose)                 Opted Out"),
+        "{stdout}"
+    );
     // The whole loop: our own write is not echoed; a person's edit becomes
     // one Didomi event, whose delivery back is not applied again.
     for expected in [

@@ -193,6 +193,9 @@ pub async fn run(options: Options) -> Result<(), String> {
         if let Some(contact) = after.first() {
             person_edit(sim, &config, contact, &gateway.url, &reverse_gateway.url).await?;
         }
+        if options.event.is_none() {
+            consent_records(sim).await?;
+        }
     }
 
     if options.serve {
@@ -273,6 +276,103 @@ async fn person_edit(
         sim.writes().len() - writes_before
     );
     Ok(())
+}
+
+/// The sample `contact_point_consent` section of the local run: the
+/// simulator's Journeys purposes and topics.
+pub const LOCAL_CONSENT_SECTION: &str = r#"{
+  "channel": "email",
+  "purposes": [
+    {"purpose": "newsletter", "consent_purpose": "Newsletter"},
+    {"purpose": "marketing", "consent_purpose": "Commercial communications"}
+  ],
+  "topics": [
+    {"purpose": "newsletter", "preference": "topics", "value": "sports", "consent_topic": "Sports"},
+    {"purpose": "newsletter", "preference": "topics", "value": "news", "consent_topic": "News"}
+  ]
+}"#;
+
+/// Step 3: the same deliveries with `contact_point_consent` configured land
+/// in Customer Insights – Journeys' consent records, then a Didomi opt-out
+/// updates the newsletter record in place.
+async fn consent_records(sim: &Simulator) -> Result<(), String> {
+    let mut config = sim.config();
+    config["contact_point_consent"] =
+        serde_json::from_str(LOCAL_CONSENT_SECTION).expect("valid JSON");
+    let function = Arc::new(DidomiToDynamics::new(
+        ConfigSource::Inline(config.to_string()),
+        Duration::from_secs(300),
+    ));
+    let gateway = Gateway::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        gateway_handler(function),
+        None,
+    )
+    .await
+    .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    let opt_out = {
+        let mut event: Value =
+            serde_json::from_str(include_str!("../../events/didomi-event-created.json"))
+                .expect("valid JSON");
+        event["parameters"]["entity"]["consents"] =
+            json!({"purposes": [{"id": "newsletter", "enabled": false}], "channels": []});
+        event.to_string()
+    };
+    println!();
+    println!("3. Customer Insights – Journeys: with contact_point_consent configured");
+    for (what, delivery) in [
+        (
+            "events/didomi-user-updated.json",
+            SAMPLE_DELIVERY.to_string(),
+        ),
+        ("a Didomi opt-out of the newsletter", opt_out),
+    ] {
+        let (status, body) = replay(&gateway.url, &delivery).await?;
+        println!("   {what} -> HTTP {status} {body}");
+        print!("{}", describe_records(sim));
+    }
+    Ok(())
+}
+
+/// The consent records of the simulator, one line each.
+fn describe_records(sim: &Simulator) -> String {
+    use consent_sync_sim::registration::{
+        CONSENT_SET, PURPOSE_NEWSLETTER, TOPIC_NEWS, TOPIC_SPORTS,
+    };
+    let name = |id: &str| match id {
+        PURPOSE_NEWSLETTER => "Newsletter",
+        TOPIC_SPORTS => "Sports",
+        TOPIC_NEWS => "News",
+        _ => "Commercial communications",
+    };
+    let mut lines = String::new();
+    for record in sim.rows(CONSENT_SET) {
+        let text = |c: &str| {
+            record
+                .get(c)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (kind, subject) = match record
+            .get("_msdynmkt_topicid_value")
+            .and_then(Value::as_str)
+        {
+            Some(topic) => ("topic", name(topic)),
+            None => ("purpose", name(&text("_msdynmkt_purposeid_value"))),
+        };
+        let value = match record.get("msdynmkt_value").and_then(Value::as_i64) {
+            Some(534_120_001) => "Opted In",
+            Some(534_120_002) => "Opted Out",
+            _ => "Not Set",
+        };
+        lines.push_str(&format!(
+            "     {:<24} {:<36} {value}\n",
+            text("msdynmkt_contactpointvalue"),
+            format!("{subject} ({kind})")
+        ));
+    }
+    lines
 }
 
 async fn replay(url: &str, delivery: &str) -> Result<(u16, String), String> {

@@ -450,7 +450,12 @@ pub fn serve(
 
 /// A bulk target checked: its row's position (updates), id, the row as it
 /// will be, and the columns sent.
-type BulkRow = (Option<usize>, String, Map<String, Value>, Map<String, Value>);
+type BulkRow = (
+    Option<usize>,
+    String,
+    Map<String, Value>,
+    Map<String, Value>,
+);
 
 /// `UpdateMultiple` / `CreateMultiple` on the consent table: every target
 /// valid (its `@odata.type`, its primary key to update, known columns, choice

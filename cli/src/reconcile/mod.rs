@@ -318,7 +318,7 @@ impl Run {
         creates.finish().await;
         record_updates.finish().await;
         record_creates.finish().await;
-        self.tally.contacts_without_user = contacts.unmatched().count();
+        self.tally.contacts_without_user = contacts.unmatched();
         self.tally.created = creates.created;
         self.tally.records_written = record_updates.written + record_creates.written;
         let mut failures = updates.failures;
@@ -461,7 +461,7 @@ impl Run {
             }
         }
         events.finish().await;
-        self.tally.users_without_contact = users.unmatched().count();
+        self.tally.users_without_contact = users.unmatched();
         Ok(events.failures)
     }
 
