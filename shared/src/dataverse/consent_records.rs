@@ -12,6 +12,9 @@ use crate::contact_point_consent::{
 };
 use crate::retry::Replay;
 
+/// The columns of a consent record that consent-sync reads.
+const RECORD_COLUMNS: &str = "msdynmkt_contactpointconsent4id,msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon";
+
 /// A consent record as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentRecord {
@@ -195,13 +198,10 @@ impl Dataverse<'_> {
             odata_string(address),
             channel.code()
         );
-        let select = format!(
-            "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon"
-        );
         let rows = self
             .get_rows(&format!(
                 "{ENTITY_SET}?$select={}&$filter={}",
-                encode_query_value(&select),
+                encode_query_value(RECORD_COLUMNS),
                 encode_query_value(&filter)
             ))
             .await?;
@@ -217,69 +217,27 @@ impl Dataverse<'_> {
         channel: Channel,
         page_size: usize,
     ) -> Result<(Vec<ConsentRecord>, Option<String>), DataverseError> {
-        let url = match next {
-            Some(link)
-                if link.starts_with(&format!(
-                    "{}{}/",
-                    self.config.server_instance,
-                    super::API_PATH
-                )) =>
-            {
-                link.to_string()
-            }
-            Some(_) => {
-                return Err(DataverseError::BadAnswer(
-                    "an @odata.nextLink points outside the environment".into(),
-                ))
-            }
-            None => {
-                let select = format!(
-                    "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon"
-                );
-                let filter = format!("msdynmkt_contactpointtype eq {}", channel.code());
-                self.url(&format!(
-                    "{ENTITY_SET}?$select={}&$filter={}",
-                    encode_query_value(&select),
-                    encode_query_value(&filter)
-                ))
-            }
+        let first = || {
+            let filter = format!("msdynmkt_contactpointtype eq {}", channel.code());
+            format!(
+                "{ENTITY_SET}?$select={}&$filter={}",
+                encode_query_value(RECORD_COLUMNS),
+                encode_query_value(&filter)
+            )
         };
-        let prefer = format!("odata.maxpagesize={page_size}");
-        let response = self
-            .send_with(Method::GET, &url, None, Replay::Safe, Some(&prefer))
+        let (rows, next) = self
+            .rows_page(next, first, page_size, "consent records")
             .await?;
-        let mut page: Map<String, Value> = response.json().await.map_err(|_| {
-            DataverseError::BadAnswer("a consent records page is not an OData collection".into())
-        })?;
-        let next = page
-            .remove("@odata.nextLink")
-            .and_then(|v| v.as_str().map(str::to_string));
-        let rows = match page.remove("value") {
-            Some(Value::Array(rows)) => rows,
-            _ => {
-                return Err(DataverseError::BadAnswer(
-                    "a consent records page is not an OData collection".into(),
-                ))
-            }
-        };
-        let records = rows
-            .iter()
-            .filter_map(Value::as_object)
-            .map(record_of)
-            .collect();
-        Ok((records, next))
+        Ok((rows.iter().map(record_of).collect(), next))
     }
 
     /// One consent record by id; `None` when it is gone.
     pub async fn consent_record(&self, id: &str) -> Result<Option<ConsentRecord>, DataverseError> {
-        let select = format!(
-            "{PRIMARY_KEY},msdynmkt_contactpointvalue,msdynmkt_value,msdynmkt_contactpointconsenttype,_msdynmkt_purposeid_value,_msdynmkt_topicid_value,modifiedon"
-        );
         match self
             .get_json(&format!(
                 "{ENTITY_SET}({})?$select={}",
                 guid(id)?,
-                encode_query_value(&select)
+                encode_query_value(RECORD_COLUMNS)
             ))
             .await
         {

@@ -427,9 +427,36 @@ impl Dataverse<'_> {
         columns: &[&str],
         page_size: usize,
     ) -> Result<(Vec<Contact>, Option<String>), DataverseError> {
+        let first = || {
+            let mut select = vec!["contactid", self.config.contact_key.as_str()];
+            for column in columns {
+                if !select.contains(column) {
+                    select.push(column);
+                }
+            }
+            format!(
+                "contacts?$select={}&$filter={}",
+                encode_query_value(&select.join(",")),
+                encode_query_value(&format!("{} ne null", self.config.contact_key))
+            )
+        };
+        let (rows, next) = self.rows_page(next, first, page_size, "contacts").await?;
+        let contacts = rows.into_iter().map(contact_of).collect::<Result<_, _>>()?;
+        Ok((contacts, next))
+    }
+
+    /// One page of a collection query: the first (`first()`, a path and
+    /// query below the API root) when `next` is `None`, else the
+    /// `@odata.nextLink` of the previous page, followed as given but only
+    /// within the environment, since it carries our token's audience.
+    pub(crate) async fn rows_page(
+        &self,
+        next: Option<&str>,
+        first: impl FnOnce() -> String,
+        page_size: usize,
+        what: &str,
+    ) -> Result<(Vec<Map<String, Value>>, Option<String>), DataverseError> {
         let url = match next {
-            // The link carries our token's audience: follow it only to the
-            // environment itself.
             Some(link)
                 if link.starts_with(&format!("{}{API_PATH}/", self.config.server_instance)) =>
             {
@@ -440,40 +467,20 @@ impl Dataverse<'_> {
                     "an @odata.nextLink points outside the environment".into(),
                 ))
             }
-            None => {
-                let mut select = vec!["contactid", self.config.contact_key.as_str()];
-                for column in columns {
-                    if !select.contains(column) {
-                        select.push(column);
-                    }
-                }
-                format!(
-                    "{}?$select={}&$filter={}",
-                    self.url("contacts"),
-                    encode_query_value(&select.join(",")),
-                    encode_query_value(&format!("{} ne null", self.config.contact_key))
-                )
-            }
+            None => self.url(&first()),
         };
         let prefer = format!("odata.maxpagesize={page_size}");
         let response = self
             .send_with(Method::GET, &url, None, Replay::Safe, Some(&prefer))
             .await?;
-        let mut page: Map<String, Value> = response.json().await.map_err(|_| {
-            DataverseError::BadAnswer("a contacts page is not an OData collection".into())
-        })?;
+        let not_a_page =
+            || DataverseError::BadAnswer(format!("a page of {what} is not an OData collection"));
+        let mut page: Map<String, Value> = response.json().await.map_err(|_| not_a_page())?;
         let next = page
             .remove("@odata.nextLink")
             .and_then(|v| v.as_str().map(str::to_string));
-        let rows: Rows = serde_json::from_value(Value::Object(page)).map_err(|_| {
-            DataverseError::BadAnswer("a contacts page is not an OData collection".into())
-        })?;
-        let contacts = rows
-            .value
-            .into_iter()
-            .map(contact_of)
-            .collect::<Result<_, _>>()?;
-        Ok((contacts, next))
+        let rows: Rows = serde_json::from_value(Value::Object(page)).map_err(|_| not_a_page())?;
+        Ok((rows.value, next))
     }
 
     /// The id of the user this application acts as.
