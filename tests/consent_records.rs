@@ -609,3 +609,82 @@ async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
         json!([{"id": "newsletter", "values": {"topics": {"value": ""}}}])
     );
 }
+
+#[tokio::test]
+async fn the_simulated_consent_table_refuses_what_dataverse_refuses() {
+    let sim = Simulator::start(Identity::default(), sample_contacts())
+        .await
+        .unwrap();
+    let person = sim.state().identity.person_user_id.clone();
+    let record = |extra: Value| {
+        let mut body = json!({
+            "msdynmkt_contactpointvalue": JANE_ADDRESS,
+            "msdynmkt_contactpointtype": EMAIL,
+            "msdynmkt_contactpointconsenttype": PURPOSE,
+            "msdynmkt_value": OPTED_IN,
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let bind = format!("/msdynmkt_purposes({PURPOSE_NEWSLETTER})");
+    // A choice value out of range, a lower-case navigation property, an
+    // unknown column: each refused, nothing written.
+    for refused in [
+        json!({"msdynmkt_value": 534_120_009, "msdynmkt_purposeId@odata.bind": bind}),
+        json!({"msdynmkt_purposeid@odata.bind": bind}),
+        json!({"msdynmkt_purposeId@odata.bind": bind, "emailaddress1": JANE_ADDRESS}),
+    ] {
+        let answer = sim.write_row_as(&person, "POST", CONSENT_SET, record(refused.clone()));
+        assert!(answer.is_err(), "{refused} was accepted");
+    }
+    assert!(records(&sim).is_empty());
+    sim.write_row_as(
+        &person,
+        "POST",
+        CONSENT_SET,
+        record(json!({"msdynmkt_purposeId@odata.bind": bind})),
+    )
+    .unwrap();
+    assert_eq!(
+        records(&sim)[0]["_msdynmkt_purposeid_value"],
+        PURPOSE_NEWSLETTER
+    );
+}
+
+#[tokio::test]
+async fn webhook_status_and_unregister_cover_the_consent_table_steps() {
+    let both = Both::start().await;
+    let mut config = both.sim.config();
+    records_only(&mut config);
+    let config = Config::from_json(&config.to_string()).unwrap();
+
+    let status = consent_sync_cli::webhook::status(&config, "consent-sync")
+        .await
+        .unwrap();
+    assert!(status.ok, "{}", status.text);
+    let steps = both.sim.rows("sdkmessageprocessingsteps");
+    let ours: Vec<_> = steps
+        .iter()
+        .filter(|s| s["name"].as_str().unwrap().starts_with("consent-sync:"))
+        .collect();
+    assert_eq!(ours.len(), 2, "Create and Update on the consent table");
+    assert!(ours
+        .iter()
+        .all(|s| s["filteringattributes"] == "msdynmkt_value"));
+    let images = both.sim.rows("sdkmessageprocessingstepimages");
+    assert!(images.iter().any(|i| i["attributes"]
+        == "msdynmkt_contactpointconsenttype,msdynmkt_contactpointtype,msdynmkt_contactpointvalue,msdynmkt_purposeid,msdynmkt_topicid,msdynmkt_value"));
+
+    consent_sync_cli::webhook::unregister(&config, "consent-sync")
+        .await
+        .unwrap();
+    let left = both.sim.rows("sdkmessageprocessingsteps");
+    assert!(
+        left.iter()
+            .all(|s| !s["name"].as_str().unwrap().starts_with("consent-sync:")),
+        "{left:#?}"
+    );
+    assert_eq!(left.len(), 1, "the foreign registration is left alone");
+}

@@ -478,7 +478,9 @@ impl Run {
             .await
             .and_then(|r| r.into_resolved())
             .map_err(|e| format!("resolving the consent purposes and topics: {e}"))?;
-        Counts::add(&self.counts.dataverse_requests, 2);
+        // Purposes, and topics when any is configured.
+        let reads = 1 + usize::from(!section.topics.is_empty());
+        Counts::add(&self.counts.dataverse_requests, reads);
         let mut index = RecordsIndex::default();
         let mut link: Option<String> = None;
         loop {
