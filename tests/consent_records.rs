@@ -688,3 +688,50 @@ async fn webhook_status_and_unregister_cover_the_consent_table_steps() {
     );
     assert_eq!(left.len(), 1, "the foreign registration is left alone");
 }
+
+#[tokio::test]
+async fn given_the_sample_one_click_unsubscribe_then_the_topic_leaves_the_preference_in_didomi() {
+    let both = Both::start().await;
+    both.didomi_to_dynamics
+        .handle(
+            &post(&sample("didomi-user-updated.json")),
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    both.sim.settle().await;
+    // The sample's record id stands for Jane's sports topic record here.
+    let sports = record_of(&both.sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_SPORTS));
+    let id = sports[0]["msdynmkt_contactpointconsent4id"]
+        .as_str()
+        .unwrap();
+    let body = sample("dynamics-consent-record-unsubscribed.json")
+        .replace("4c0ffee0-1d2e-4f3a-8b4c-5d6e7f8a9b0c", id);
+    let reverse = DynamicsToDidomi::new(
+        ConfigSource::Inline({
+            let mut config = both.sim.config();
+            records_only(&mut config);
+            config.to_string()
+        }),
+        Duration::from_secs(300),
+    );
+
+    let response = reverse
+        .handle(
+            &consent_sync_tests::dataverse_post(&body, Some(consent_sync_tests::WEBHOOK_KEY), &[]),
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+
+    let (status, answer) = answer(&response);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "sent", "{answer}");
+    let events = both.sim.didomi_events();
+    assert_eq!(events.len(), 1);
+    // Sports leaves (the event's value); news stays Opted In in Dynamics.
+    assert_eq!(
+        events[0]["consents"]["purposes"],
+        json!([{"id": "newsletter", "values": {"topics": {"value": "news"}}}])
+    );
+}

@@ -229,8 +229,7 @@ async fn reconcile_under_a_tight_limit_fixes_a_thousand_contacts_in_a_few_dozen_
     );
     // 3 or 4 here: each time the window fills, the request that finds it
     // full (and at most one more already in flight) is answered 429, then
-    // every worker waits. A client that did not share the pause would
-    // collect dozens.
+    // every worker waits.
     assert!(
         throttled <= 6,
         "{throttled} answers 429: the pause was not shared or not honoured"

@@ -229,6 +229,28 @@ mod tests {
     }
 
     #[test]
+    fn a_one_click_unsubscribe_carries_the_record_with_its_lookups() {
+        let change =
+            parse_row_change(&sample("dynamics-consent-record-unsubscribed.json")).unwrap();
+        assert_eq!(change.entity, "msdynmkt_contactpointconsent4");
+        assert_eq!(change.message, "Update");
+        let target = change.target.unwrap();
+        assert_eq!(target["msdynmkt_value"], json!(534120002));
+        assert_eq!(target["msdynmkt_source"], json!(534120007));
+        let image = change.post_image.unwrap();
+        assert_eq!(
+            image["msdynmkt_contactpointvalue"],
+            json!("jane.doe@example.com")
+        );
+        assert_eq!(image["msdynmkt_contactpointconsenttype"], json!(534120001));
+        assert_eq!(
+            image["msdynmkt_topicid"],
+            json!("b1a2c3d4-0000-4000-8000-0000000000b1"),
+            "a lookup becomes its id"
+        );
+    }
+
+    #[test]
     fn a_truncated_context_has_no_target_and_no_image() {
         let change = parse_row_change(&sample("dynamics-contact-size-exceeded.json")).unwrap();
         assert_eq!(change.message, "Update");
