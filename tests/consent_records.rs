@@ -291,6 +291,21 @@ impl Both {
         }
     }
 
+    /// consent-sync writes Jane's four records from the sample delivery, and
+    /// the webhooks they fire are answered.
+    async fn write_sample_records(&self) -> Value {
+        let response = self
+            .didomi_to_dynamics
+            .handle(
+                &post(&sample("didomi-user-updated.json")),
+                Deadline::after(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+        self.sim.settle().await;
+        answer(&response).1
+    }
+
     fn answers(&self) -> Vec<(String, Value)> {
         self.sim
             .deliveries_to(&self.url)
@@ -311,16 +326,10 @@ async fn given_a_persons_opt_out_and_a_one_click_unsubscribe_then_each_makes_one
 ) {
     let both = Both::start().await;
     // consent-sync writes the four records: their webhooks are its own echo.
-    let response = both
-        .didomi_to_dynamics
-        .handle(
-            &post(&sample("didomi-user-updated.json")),
-            Deadline::after(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    assert_eq!(answer(&response).1["consent_records"]["created"], 4);
-    both.sim.settle().await;
+    assert_eq!(
+        both.write_sample_records().await["consent_records"]["created"],
+        4
+    );
     let answers = both.answers();
     assert_eq!(answers.len(), 4, "{answers:?}");
     assert!(answers
@@ -384,14 +393,7 @@ async fn given_a_persons_opt_out_and_a_one_click_unsubscribe_then_each_makes_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_parked_consent_record_changes_then_replay_applies_the_current_truth_both_ways() {
     let both = Both::start().await;
-    both.didomi_to_dynamics
-        .handle(
-            &post(&sample("didomi-user-updated.json")),
-            Deadline::after(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    both.sim.settle().await;
+    both.write_sample_records().await;
     // Didomi holds: newsletter on (sports, news), marketing off.
     both.sim.state().didomi.user_mut(JANE_ADDRESS).consents = json!({
         "purposes": [
@@ -692,14 +694,7 @@ async fn webhook_status_and_unregister_cover_the_consent_table_steps() {
 #[tokio::test]
 async fn given_the_sample_one_click_unsubscribe_then_the_topic_leaves_the_preference_in_didomi() {
     let both = Both::start().await;
-    both.didomi_to_dynamics
-        .handle(
-            &post(&sample("didomi-user-updated.json")),
-            Deadline::after(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
-    both.sim.settle().await;
+    both.write_sample_records().await;
     // The sample's record id stands for Jane's sports topic record here.
     let sports = record_of(&both.sim, TOPIC, PURPOSE_NEWSLETTER, Some(TOPIC_SPORTS));
     let id = sports[0]["msdynmkt_contactpointconsent4id"]
