@@ -480,6 +480,16 @@ fn truncate_times(state: &SimState, fields: &mut Map<String, Value>) {
     }
 }
 
+/// Writes columns to an existing row, as an Update does: a new row version.
+fn write_columns(row: &mut Map<String, Value>, fields: &Map<String, Value>) {
+    let version = row
+        .get("versionnumber")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    row.extend(fields.clone());
+    row.insert("versionnumber".into(), json!(version + 1));
+}
+
 fn update_contact(
     state: &mut SimState,
     id: &str,
@@ -496,12 +506,7 @@ fn update_contact(
     let at = state.contact_position(id);
     match at.map(|at| &mut state.contacts[at]) {
         Some(row) => {
-            let version = row
-                .get("versionnumber")
-                .and_then(Value::as_u64)
-                .unwrap_or(1);
-            row.extend(fields.clone());
-            row.insert("versionnumber".into(), json!(version + 1));
+            write_columns(row, &fields);
             crate::webhooks::contact_written(state, "Update", id, &fields, user);
             StatusCode::NO_CONTENT.into_response()
         }
@@ -616,13 +621,7 @@ fn update_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
     }
     for ((id, mut fields), at) in rows.into_iter().zip(positions) {
         truncate_times(state, &mut fields);
-        let row = &mut state.contacts[at];
-        let version = row
-            .get("versionnumber")
-            .and_then(Value::as_u64)
-            .unwrap_or(1);
-        row.extend(fields.clone());
-        row.insert("versionnumber".into(), json!(version + 1));
+        write_columns(&mut state.contacts[at], &fields);
         // Update steps fire for every record of the bulk message.
         crate::webhooks::contact_written(state, "Update", &id.unwrap_or_default(), &fields, user);
     }

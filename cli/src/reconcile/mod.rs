@@ -220,14 +220,14 @@ impl Run {
                     continue;
                 };
                 let desired = columns_from_consents(&config.mappings, &user.consents);
+                let matched = contacts.matched(user_id);
                 if let Some(records) = &records {
                     // The records of the user's address(es), whether or not a
                     // contact matches when the address is the user id itself.
                     let addresses: Vec<String> = match &address_column {
                         None => vec![user_id.to_string()],
-                        Some(column) => contacts
-                            .matched(user_id)
-                            .into_iter()
+                        Some(column) => matched
+                            .iter()
                             .flatten()
                             .filter_map(|c| {
                                 columns
@@ -268,7 +268,7 @@ impl Run {
                         }
                     }
                 }
-                let Some(matched) = contacts.matched(user_id) else {
+                let Some(matched) = matched else {
                     self.tally.users_without_contact += 1;
                     if !config.upsert_mode || desired.is_empty() {
                         continue;

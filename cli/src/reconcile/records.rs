@@ -9,7 +9,7 @@ use consent_sync::consents::{Consents, PreferenceChoice, PurposeChoice};
 use consent_sync::contact_point_consent::{ContactPointConsent, Entry, OPTED_IN, OPTED_OUT};
 use consent_sync::dataverse::bulk::Row;
 use consent_sync::dataverse::consent_records::{
-    entry_of, new_record, record_update, ConsentRecord, Resolved,
+    effective_value, entry_of, new_record, record_update, ConsentRecord, Resolved,
 };
 use serde_json::{Map, Value};
 
@@ -65,14 +65,15 @@ impl RecordsIndex {
     }
 }
 
-/// The value of an entry among an address's records: the most recently
-/// modified record's, as Journeys reads duplicates.
+/// The value of an entry among an address's records, read as the functions
+/// read it (the most recently modified record's).
 fn effective(records: &[IndexedRecord], entry: Entry) -> Option<i64> {
-    records
-        .iter()
-        .filter(|r| r.entry == entry)
-        .max_by(|a, b| a.modified_on.cmp(&b.modified_on))
-        .and_then(|r| r.value)
+    effective_value(
+        records
+            .iter()
+            .filter(|r| r.entry == entry)
+            .map(|r| (r.modified_on.as_deref(), r.value)),
+    )
 }
 
 /// The writes that bring an address's records to `wanted`: updates of every

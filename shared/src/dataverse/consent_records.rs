@@ -303,13 +303,16 @@ pub fn record_update(value: i64, reason: &str) -> Value {
     })
 }
 
-/// The value of an entry among an address's records: the most recently
-/// modified record's, as Journeys reads duplicates.
-pub fn effective_value<'a>(records: impl IntoIterator<Item = &'a ConsentRecord>) -> Option<i64> {
+/// The value of an entry among its records, given as (`modifiedon`,
+/// `msdynmkt_value`): the most recently modified record's, as Journeys reads
+/// duplicates.
+pub fn effective_value<'a>(
+    records: impl IntoIterator<Item = (Option<&'a str>, Option<i64>)>,
+) -> Option<i64> {
     records
         .into_iter()
-        .max_by(|a, b| a.modified_on.cmp(&b.modified_on))
-        .and_then(|r| r.value)
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .and_then(|(_, value)| value)
 }
 
 /// Whether a record stands for the configured entry: a purpose record of

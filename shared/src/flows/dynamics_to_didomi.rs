@@ -375,17 +375,26 @@ impl Context<'_> {
                 Some(user),
             ));
         }
-        self.function
-            .didomi
-            .session(config, self.deadline)
-            .create_consent_event(&user, &consents)
-            .await
-            .map_err(|e| (e.into(), Some(user.clone())))?;
-        Ok((sent(&consents), Some(user)))
+        self.send(user, &consents).await
     }
 }
 
 impl Context<'_> {
+    /// Sends the consent event for `user`, as Didomi spells the id.
+    async fn send(
+        &self,
+        user: String,
+        consents: &Consents,
+    ) -> Result<(Outcome, Option<String>), Failure> {
+        self.function
+            .didomi
+            .session(self.config, self.deadline)
+            .create_consent_event(&user, consents)
+            .await
+            .map_err(|e| (e.into(), Some(user.clone())))?;
+        Ok((sent(consents), Some(user)))
+    }
+
     /// A Contact Point Consent record created or changed in Dynamics — a
     /// person's choice, a one-click unsubscribe in a Journeys e-mail —
     /// becomes one consent event for the Didomi purpose it stands for.
@@ -469,13 +478,7 @@ impl Context<'_> {
                 Ok(Err(reason)) => return skipped(reason),
                 Err(e) => return Err((e.into(), None)),
             };
-        self.function
-            .didomi
-            .session(config, self.deadline)
-            .create_consent_event(&user, &consents)
-            .await
-            .map_err(|e| (e.into(), Some(user.clone())))?;
-        Ok((sent(&consents), Some(user)))
+        self.send(user, &consents).await
     }
 }
 
@@ -572,7 +575,8 @@ pub async fn consent_event_for_record(
                     // as Journeys reads them.
                     let mine = records
                         .iter()
-                        .filter(|r| is_record_of(r, resolved, Entry::Topic(*j)));
+                        .filter(|r| is_record_of(r, resolved, Entry::Topic(*j)))
+                        .map(|r| (r.modified_on.as_deref(), r.value));
                     effective_value(mine) == Some(OPTED_IN)
                 })
                 .map(|(_, t)| t.value.as_str())
