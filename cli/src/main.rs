@@ -45,13 +45,15 @@ enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
-    /// Drains the parked deliveries: reads each one's current truth from its
-    /// source and applies it; deletes a record once applied or up to date.
+    /// Drains parked deliveries completely (a dead-letter queue, typically):
+    /// reads each one's current truth from its source and applies it;
+    /// deletes a record once applied or up to date.
     Replay {
-        /// The parked queue's URL (default: PARKED_QUEUE_URL).
-        #[arg(long)]
-        queue: Option<String>,
-        /// Show what would be done; change nothing, delete nothing.
+        /// A queue's URL; repeat for several (default: PARKED_QUEUE_URL).
+        #[arg(long = "queue", value_name = "URL")]
+        queues: Vec<String>,
+        /// Go through every record and say what each would do; change
+        /// nothing, and leave each record visible as it was.
         #[arg(long)]
         dry_run: bool,
     },
@@ -157,10 +159,10 @@ async fn main() -> ExitCode {
             };
             report::print(result, cli.json)
         }
-        Command::Replay { queue, dry_run } => {
+        Command::Replay { queues, dry_run } => {
             let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
                 Err(reason) => Err(reason),
-                Ok(config) => consent_sync_cli::replay::run(&config, queue, dry_run).await,
+                Ok(config) => consent_sync_cli::replay::run(&config, queues, dry_run).await,
             };
             report::print(result, cli.json)
         }

@@ -1,19 +1,20 @@
-//! Lambda function: Dataverse webhook deliveries (contact changes) -> Didomi
-//! consent events.
+//! Lambda function: Dataverse webhook deliveries (contact changes) -> Didomin//! consent events; it also drains its own parked queue.
 
 use std::time::Duration;
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use consent_sync::{ConfigError, Deadline, DynamicsToDidomi};
+use consent_sync::invocation::{invoke, InvocationError};
+use consent_sync::{Deadline, DynamicsToDidomi};
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use serde_json::Value;
 
 /// Kept back from Lambda's deadline to send the answer.
 const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
-fn configuration_error(error: &ConfigError) -> Diagnostic {
+fn diagnostic(error: impl Into<InvocationError>) -> Diagnostic {
+    let error = error.into();
     Diagnostic {
-        error_type: "ConfigurationError".into(),
-        error_message: error.to_string(),
+        error_type: error.error_type.into(),
+        error_message: error.message,
     }
 }
 
@@ -26,15 +27,12 @@ async fn main() -> Result<(), Error> {
     // than the whole init, so that it shows where the operator looks first.
     let function = DynamicsToDidomi::from_env().await;
     let function = &function;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            let function = function.as_ref().map_err(configuration_error)?;
-            let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
-            function
-                .handle(&event.payload, deadline)
-                .await
-                .map_err(|e| configuration_error(&e))
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let function = function.as_ref().map_err(|e| diagnostic(e.clone()))?;
+        let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
+        invoke(function, event.payload, deadline)
+            .await
+            .map_err(diagnostic)
+    }))
     .await
 }

@@ -13,6 +13,8 @@ use crate::contact_point_consent::{wanted_values, ContactPoint};
 use crate::dataverse::consent_records::{reason, RecordWrites, Resolved, ResolvedCache};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
+use crate::didomi::DidomiClient;
+use crate::parking::drain::{drain, BatchResponse, SqsEvent, Sources};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
 use crate::mapping::columns_from_consents;
 use crate::parking::{
@@ -27,6 +29,8 @@ use crate::time::{iso_utc, parse_utc_seconds};
 pub struct DidomiToDynamics {
     pub config: ConfigCache,
     pub dataverse: DataverseClient,
+    /// Reads a parked user's current choices when the queue is drained.
+    pub didomi: DidomiClient,
     pub parking: Parking,
     /// The consent purposes and topics, resolved once per configuration load.
     pub resolved: ResolvedCache,
@@ -107,12 +111,11 @@ impl DidomiToDynamics {
     }
 
     pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
+        let http = crate::http_client();
         DidomiToDynamics {
             config: ConfigCache::new(source, ttl),
-            dataverse: DataverseClient::new(
-                crate::http_client(),
-                crate::retry::RetryPolicy::default(),
-            ),
+            dataverse: DataverseClient::new(http.clone(), crate::retry::RetryPolicy::default()),
+            didomi: DidomiClient::new(http, crate::retry::RetryPolicy::default()),
             parking: Parking::disabled(),
             resolved: ResolvedCache::default(),
         }
@@ -179,25 +182,53 @@ impl DidomiToDynamics {
                     organization_user_id: change.organization_user_id.clone(),
                     contact_id: None,
                     consent_record_id: None,
+                    columns: None,
                     delivery_id: change.delivery_id.clone(),
                     delivery_time: change.delivery_time.clone(),
                     error_class: error.error_class().into(),
                     parked_at: now_utc(),
                 };
                 let parked = park_failure(&self.parking, error.is_transient(), record).await;
+                let parked_status = if parked.is_parked() { 202 } else { status };
                 tracing::error!(
                     kind = %change.kind,
                     user = user.as_deref().unwrap_or("-"),
-                    status,
+                    status = parked_status,
                     error = %message,
                     error_class = error.error_class(),
                     parked = %parked.describe(),
                     duration_ms = started.elapsed().as_millis() as u64,
-                    "delivery failed; not acknowledged"
+                    "{}",
+                    if parked.is_parked() {
+                        "delivery failed; parked for the drain"
+                    } else {
+                        "delivery failed; not acknowledged"
+                    }
                 );
-                Ok(failure_response(status, &message, &parked))
+                Ok(failure_response(status, &message, error.error_class(), &parked))
             }
         }
+    }
+}
+
+impl crate::invocation::Function for DidomiToDynamics {
+    async fn handle(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        deadline: Deadline,
+    ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
+        DidomiToDynamics::handle(self, request, deadline).await
+    }
+
+    async fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> BatchResponse {
+        let sources = Sources {
+            config: &self.config,
+            resolved: &self.resolved,
+            dataverse: &self.dataverse,
+            didomi: &self.didomi,
+            parking: &self.parking,
+        };
+        drain(sources, batch, deadline).await
     }
 }
 

@@ -23,6 +23,7 @@ use crate::gateway::{
     authenticate_key, body_bytes, header, json_response, require_post, Rejection,
 };
 use crate::mapping::{columns_for_changes, consents_from_columns};
+use crate::parking::drain::{drain, BatchResponse, SqsEvent, Sources};
 use crate::parking::{
     failure_response, now_utc, park_failure, ParkedDelivery, Parking, DYNAMICS_TO_DIDOMI,
 };
@@ -206,6 +207,12 @@ impl DynamicsToDidomi {
                     organization_user_id: None,
                     contact_id: (!consent_record).then(|| change.entity_id.clone()),
                     consent_record_id: consent_record.then(|| change.entity_id.clone()),
+                    // What the person changed: a replay sends these even
+                    // where Didomi holds no choice yet.
+                    columns: (!consent_record)
+                        .then(|| changed_columns(&config, &change, size_exceeded))
+                        .filter(|columns| !columns.is_empty())
+                        .map(|columns| columns.into_iter().collect()),
                     delivery_id: change.correlation_id.clone(),
                     delivery_time: change.operation_created_on.clone(),
                     error_class: error.error_class().into(),
@@ -218,12 +225,17 @@ impl DynamicsToDidomi {
                     message_name = %change.message,
                     entity = %change.entity,
                     user = user.as_deref().map(|id| pseudonyms.of(id)).as_deref().unwrap_or("-"),
-                    status,
+                    status = if parked.is_parked() { 202 } else { status },
                     error = %message,
                     duration_ms = started.elapsed().as_millis() as u64,
-                    "change failed; not acknowledged"
+                    "{}",
+                    if parked.is_parked() {
+                        "change failed; parked for the drain"
+                    } else {
+                        "change failed; not acknowledged"
+                    }
                 );
-                Ok(failure_response(status, &message, &parked))
+                Ok(failure_response(status, &message, error.error_class(), &parked))
             }
         }
     }
@@ -245,6 +257,27 @@ impl DynamicsToDidomi {
         let id = self.dataverse.session(config, deadline).who_am_i().await?;
         *slot = Some((key, id.clone()));
         Ok(id)
+    }
+}
+
+impl crate::invocation::Function for DynamicsToDidomi {
+    async fn handle(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        deadline: Deadline,
+    ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
+        DynamicsToDidomi::handle(self, request, deadline).await
+    }
+
+    async fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> BatchResponse {
+        let sources = Sources {
+            config: &self.config,
+            resolved: &self.resolved,
+            dataverse: &self.dataverse,
+            didomi: &self.didomi,
+            parking: &self.parking,
+        };
+        drain(sources, batch, deadline).await
     }
 }
 
@@ -297,22 +330,8 @@ impl Context<'_> {
         }
 
         let config: &Config = self.config;
-        let to_didomi: BTreeSet<String> = config.columns_to_didomi().map(str::to_string).collect();
         let target = change.target.as_ref().filter(|_| !size_exceeded);
-        // Which columns the change is about: the mapped ones in Target — for
-        // an Update the changed ones, for a Create the ones its author set.
-        // A column the image or a read fills in only because Dataverse gave
-        // it a default (a new contact's `donotbulkemail` is `false`) is not a
-        // choice the person made, and must not opt anyone in. Only when
-        // Dataverse dropped Target is every mapped column sent.
-        let changed: BTreeSet<String> = match target {
-            Some(target) => to_didomi
-                .iter()
-                .filter(|c| target.contains_key(*c))
-                .cloned()
-                .collect(),
-            None => to_didomi.clone(),
-        };
+        let changed = changed_columns(config, change, size_exceeded);
         if changed.is_empty() {
             return skipped("no column mapped towards Didomi changed".into());
         }
@@ -479,6 +498,20 @@ impl Context<'_> {
                 Err(e) => return Err((e.into(), None)),
             };
         self.send(user, &consents).await
+    }
+}
+
+/// Which mapped columns a contact change is about: the ones towards Didomi
+/// in Target — for an Update the changed ones, for a Create the ones its
+/// author set. A column the image or a read fills in only because Dataverse
+/// gave it a default (a new contact's `donotbulkemail` is `false`) is not a
+/// choice the person made, and must not opt anyone in. Only when Dataverse
+/// dropped Target is every mapped column taken.
+pub fn changed_columns(config: &Config, change: &RowChange, size_exceeded: bool) -> BTreeSet<String> {
+    let to_didomi = config.columns_to_didomi().map(str::to_string);
+    match change.target.as_ref().filter(|_| !size_exceeded) {
+        Some(target) => to_didomi.filter(|c| target.contains_key(c)).collect(),
+        None => to_didomi.collect(),
     }
 }
 

@@ -1,8 +1,14 @@
 //! Parking: a delivery given up on for a reason that may pass (a service
-//! unavailable or throttling after retries, the deadline) is recorded in an
-//! SQS queue, so that `consent-sync replay` can bring its contact or user in
-//! line later. The record names what to look at again, never the consent
-//! values: a replay reads the current truth from the source.
+//! unavailable or throttling after retries, the deadline) is recorded in the
+//! function's own SQS queue and answered 202: from then on it is ours to
+//! apply. The record names what to look at again, never the consent values:
+//! whoever drains it — the function itself ([`drain`]) or `consent-sync
+//! replay` — reads the current truth from the source ([`replay`]).
+
+pub mod drain;
+pub mod replay;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +30,11 @@ pub struct ParkedDelivery {
     /// Dynamics → Didomi: the Contact Point Consent record to read again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_record_id: Option<String>,
+    /// Dynamics → Didomi: the changed mapped columns, as the function
+    /// determined them (names only): a replay sends their current values
+    /// even where Didomi holds no choice yet, since a person set them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
     /// The delivery's own id (Didomi entity id, Dataverse correlation id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
@@ -66,6 +77,25 @@ impl Parking {
         self.queue.is_some()
     }
 
+    /// Hides a received record for `delay` more (SQS caps it at 12 hours),
+    /// so that a record that failed again is not tried again at once.
+    /// `Ok(false)` when parking is off: the record then shows again after
+    /// the queue's own visibility timeout.
+    pub async fn delay(&self, receipt_handle: &str, delay: Duration) -> Result<bool, String> {
+        let Some((client, url)) = &self.queue else {
+            return Ok(false);
+        };
+        client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay.as_secs().min(drain::MAX_VISIBILITY.as_secs()) as i32)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+        Ok(true)
+    }
+
     /// Records `delivery`. `Ok(false)` when parking is off; an error says
     /// why the queue refused it.
     pub async fn park(&self, delivery: &ParkedDelivery) -> Result<bool, String> {
@@ -100,7 +130,7 @@ pub async fn park_failure(parking: &Parking, transient: bool, record: ParkedDeli
 /// What became of a failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parked {
-    /// Recorded in the queue for `consent-sync replay`.
+    /// Recorded in the function's parked queue, which drains it.
     Yes,
     /// `PARKED_QUEUE_URL` is not set.
     Off,
@@ -119,7 +149,7 @@ impl Parked {
     /// For the log line.
     pub fn describe(&self) -> String {
         match self {
-            Parked::Yes => "parked for replay".into(),
+            Parked::Yes => "parked: the queue's drain applies it".into(),
             Parked::Off => "not parked (PARKED_QUEUE_URL unset)".into(),
             Parked::NotParkable => "not parked (not a passing failure)".into(),
             Parked::Failed(error) => format!("parking failed too: {error}"),
@@ -127,15 +157,26 @@ impl Parked {
     }
 }
 
-/// The answer to a failed delivery: `{"error": …, "parked": …}`.
+/// The answer to a delivery that failed: 202 `{"outcome": "parked",
+/// "error_class": …}` once it is durably parked — the sender stops retrying
+/// and the drain applies it — otherwise `status` with `{"error": …,
+/// "parked": false}`, which the sender retries: nothing is acknowledged
+/// that was neither applied nor parked.
 pub fn failure_response(
     status: u16,
     message: &str,
+    error_class: &str,
     parked: &Parked,
 ) -> aws_lambda_events::apigw::ApiGatewayV2httpResponse {
+    if parked.is_parked() {
+        return crate::gateway::json_response(
+            202,
+            &serde_json::json!({"outcome": "parked", "error_class": error_class}),
+        );
+    }
     crate::gateway::json_response(
         status,
-        &serde_json::json!({"error": message, "parked": parked.is_parked()}),
+        &serde_json::json!({"error": message, "parked": false}),
     )
 }
 
@@ -159,6 +200,7 @@ mod tests {
             organization_user_id: Some("jane@example.com".into()),
             contact_id: None,
             consent_record_id: None,
+            columns: None,
             delivery_id: Some("0c1e8b1a".into()),
             delivery_time: Some("2026-11-26T10:05:33.421Z".into()),
             error_class: "dataverse_unavailable".into(),

@@ -1,0 +1,67 @@
+//! What a function is invoked with: an HTTP request that API Gateway
+//! forwards (payload v2.0), or a batch of the function's own parked queue
+//! from Lambda's SQS event source (DESIGN §2). One dispatch for both
+//! functions, so that each `main.rs` only builds its state and runs.
+
+use std::future::Future;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::Value;
+
+use crate::config::ConfigError;
+use crate::parking::drain::{BatchResponse, SqsEvent};
+use crate::retry::Deadline;
+
+/// A function that answers webhooks and drains its parked queue.
+pub trait Function {
+    fn handle(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>>;
+
+    fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> impl Future<Output = BatchResponse>;
+}
+
+/// Why an invocation failed as a whole (Lambda's `errorType`, `errorMessage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationError {
+    pub error_type: &'static str,
+    pub message: String,
+}
+
+impl From<ConfigError> for InvocationError {
+    fn from(error: ConfigError) -> Self {
+        InvocationError {
+            error_type: "ConfigurationError",
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Runs `function` on one Lambda event and returns the document Lambda
+/// expects back: the HTTP response, or the batch's `batchItemFailures`.
+pub async fn invoke<F: Function>(
+    function: &F,
+    event: Value,
+    deadline: Deadline,
+) -> Result<Value, InvocationError> {
+    let unexpected = |what: String| InvocationError {
+        error_type: "UnexpectedEvent",
+        message: what,
+    };
+    if SqsEvent::is_sqs(&event) {
+        let batch: SqsEvent = serde_json::from_value(event)
+            .map_err(|e| unexpected(format!("an SQS event this function cannot read: {e}")))?;
+        // Boxed: the replay's future is deep, and the runtime's future nests it.
+        let answer = Box::pin(function.drain(&batch, deadline)).await;
+        return serde_json::to_value(answer).map_err(|e| unexpected(e.to_string()));
+    }
+    let request: ApiGatewayV2httpRequest = serde_json::from_value(event).map_err(|e| {
+        unexpected(format!(
+            "neither an API Gateway HTTP (payload 2.0) nor an SQS event: {e}"
+        ))
+    })?;
+    let response = Box::pin(function.handle(&request, deadline)).await?;
+    serde_json::to_value(response).map_err(|e| unexpected(e.to_string()))
+}
