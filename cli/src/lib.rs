@@ -2,6 +2,7 @@
 //! tests drive the same code as the binary.
 
 pub mod check;
+pub mod event_source;
 pub mod local;
 pub mod reconcile;
 pub mod replay;

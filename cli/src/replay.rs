@@ -203,14 +203,20 @@ async fn drain_queue(
                 }
                 Err(reason) => {
                     failed += 1;
-                    let stays = if mode == Mode::Apply { ", stays queued" } else { "" };
+                    let stays = if mode == Mode::Apply {
+                        ", stays queued"
+                    } else {
+                        ""
+                    };
                     eprintln!("replay: {who}: FAILED{stays}: {reason}");
                 }
             }
             if mode == Mode::DryRun {
                 to_show_again.push(receipt);
             }
-            tally.records.push(json!({"record": who, "ok": outcome.is_ok(),
+            tally
+                .records
+                .push(json!({"record": who, "ok": outcome.is_ok(),
                 "result": outcome.unwrap_or_else(|e| e)}));
         }
         let left = visible(sqs, queue).await?;

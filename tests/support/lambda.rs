@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use consent_sync_cli::event_source::{Batch, EventSource};
 use consent_sync_sim::gateway::{Gateway, Handler};
 use consent_sync_sim::runtime_api::{Invocation, RuntimeApi};
 
@@ -187,10 +188,40 @@ impl Deployment {
         }
     }
 
+    /// Lambda's SQS event source on the function's parked queue.
+    pub fn event_source(&self) -> EventSource {
+        EventSource::new(self.moto.sqs_client(), &self.queue_url)
+    }
+
+    /// One batch of the parked queue through the function, as Lambda's event
+    /// source runs it: the batch, the function's answer, and the ids it
+    /// named as failed (the others are deleted). `None`: nothing visible.
+    pub async fn drain_once(&self) -> Option<(Batch, serde_json::Value, Vec<String>)> {
+        drain_once(&self.event_source(), &self.runtime).await
+    }
+
     /// Stops everything and returns what the function logged.
     pub fn stop(self) -> String {
         self.function.stop()
     }
+}
+
+/// One batch of `source` through the function behind `runtime`.
+pub async fn drain_once(
+    source: &EventSource,
+    runtime: &RuntimeApi,
+) -> Option<(Batch, serde_json::Value, Vec<String>)> {
+    // Hidden for six times the function's timeout, as the template sets.
+    let batch = source.receive(180).await.unwrap()?;
+    let answer = match runtime
+        .invoke(batch.event.clone(), Duration::from_secs(20))
+        .await
+    {
+        Some(Invocation::Response(answer)) => answer,
+        other => panic!("the function did not answer the batch: {other:?}"),
+    };
+    let failed = source.settle(&batch, &answer).await.unwrap();
+    Some((batch, answer, failed))
 }
 
 /// API Gateway in front of a function process: each HTTP request becomes an

@@ -3,6 +3,8 @@ the configuration secret readable by every function, and authentication on
 every route. Each check returns the violations it found, as sentences."""
 
 import copy
+import os
+import re
 
 from cfnlint.decode import decode_str
 
@@ -74,49 +76,182 @@ def secret_expression(template):
     return globals_env.get("Variables", {}).get("CONFIG_SECRET_ID")
 
 
+def function_statements(template, name):
+    """The statements that function `name` is granted: its own Policies and
+    those of the role it names."""
+    function = template["Resources"][name]
+    found = [s for _, s in statements({"Resources": {name: function}})]
+    role = function.get("Properties", {}).get("Role")
+    if isinstance(role, dict) and "Fn::GetAtt" in role:
+        role_name = role["Fn::GetAtt"][0]
+        role_resource = template.get("Resources", {}).get(role_name)
+        if role_resource:
+            found += [s for _, s in statements({"Resources": {role_name: role_resource}})]
+    return found
+
+
+def grants(template, name, action, resource):
+    return [
+        s
+        for s in function_statements(template, name)
+        if s.get("Effect") == "Allow"
+        and action in as_list(s.get("Action", []))
+        and resource in as_list(s.get("Resource", []))
+    ]
+
+
+def variable(template, function, name):
+    own = function.get("Properties", {}).get("Environment", {}).get("Variables", {}).get(name)
+    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {})
+    return own or globals_env.get("Variables", {}).get(name)
+
+
 def secret_access(template):
     """Every function has CONFIG_SECRET_ID and may read exactly that secret."""
     violations = []
-    default = secret_expression(template)
     for name, function in resources(template, "AWS::Serverless::Function").items():
-        properties = function.get("Properties", {})
-        own = properties.get("Environment", {}).get("Variables", {}).get("CONFIG_SECRET_ID")
-        secret = own or default
+        secret = variable(template, function, "CONFIG_SECRET_ID")
         if secret is None:
             violations.append(f"{name}: no CONFIG_SECRET_ID")
             continue
-        grants = [
-            s
-            for where, s in statements({"Resources": {name: function}})
-            if s.get("Effect") == "Allow"
-            and "secretsmanager:GetSecretValue" in as_list(s.get("Action", []))
-            and secret in as_list(s.get("Resource", []))
-        ]
-        if not grants:
+        if not grants(template, name, "secretsmanager:GetSecretValue", secret):
             violations.append(f"{name}: no secretsmanager:GetSecretValue on its configuration secret")
     return violations
 
 
+# What draining its own parked queue takes, and nothing more.
+QUEUE_ACTIONS = [
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+]
+
+
+def max_receive_count():
+    """The redrive count the functions' retry delays are computed for."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "src", "parking", "drain.rs")
+    with open(path, encoding="utf-8") as f:
+        match = re.search(r"pub const MAX_RECEIVE_COUNT: u32 = (\d+);", f.read())
+    return int(match.group(1))
+
+
 def queue_access(template):
-    """Every function that parks (PARKED_QUEUE_URL) may send to that queue."""
+    """Every function parks in its own queue (PARKED_QUEUE_URL) and drains
+    it: the five queue actions on that queue, an SQS event source on it
+    with partial batch answers and a concurrency cap, a visibility timeout
+    of at least six times the function's timeout, and a dead-letter queue
+    reached after the receive count the retry delays are made for."""
     violations = []
-    globals_env = template.get("Globals", {}).get("Function", {}).get("Environment", {})
-    default = globals_env.get("Variables", {}).get("PARKED_QUEUE_URL")
+    timeout_default = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
+    owners = {}
     for name, function in resources(template, "AWS::Serverless::Function").items():
-        own = function.get("Properties", {}).get("Environment", {}).get("Variables", {}).get("PARKED_QUEUE_URL")
-        queue = own or default
+        queue = variable(template, function, "PARKED_QUEUE_URL")
         if not (isinstance(queue, dict) and "Ref" in queue):
+            violations.append(f"{name}: no parked queue of its own (PARKED_QUEUE_URL)")
             continue
-        arn = {"Fn::GetAtt": [queue["Ref"], "Arn"]}
-        grants = [
-            s
-            for where, s in statements({"Resources": {name: function}})
-            if s.get("Effect") == "Allow"
-            and "sqs:SendMessage" in as_list(s.get("Action", []))
-            and arn in as_list(s.get("Resource", []))
+        queue_name = queue["Ref"]
+        if queue_name in owners:
+            violations.append(f"{name}: shares its parked queue with {owners[queue_name]}")
+        owners[queue_name] = name
+        arn = {"Fn::GetAtt": [queue_name, "Arn"]}
+        for action in QUEUE_ACTIONS:
+            if not grants(template, name, action, arn):
+                violations.append(f"{name}: no {action} on its parked queue")
+        events = [
+            e.get("Properties", {})
+            for e in (function.get("Properties", {}).get("Events", {}) or {}).values()
+            if e.get("Type") == "SQS"
         ]
-        if not grants:
-            violations.append(f"{name}: no sqs:SendMessage on its parked queue")
+        if not any(e.get("Queue") == arn for e in events):
+            violations.append(f"{name}: no SQS event source on its parked queue")
+        for event in events:
+            if "ReportBatchItemFailures" not in as_list(event.get("FunctionResponseTypes", [])):
+                violations.append(f"{name}: its SQS event source does not take partial batch answers")
+            if "MaximumConcurrency" not in event.get("ScalingConfig", {}):
+                violations.append(f"{name}: its SQS event source has no maximum concurrency")
+        properties = template["Resources"].get(queue_name, {}).get("Properties", {})
+        timeout = function.get("Properties", {}).get("Timeout", timeout_default)
+        if properties.get("VisibilityTimeout", 30) < 6 * timeout:
+            violations.append(f"{name}: its parked queue's visibility timeout is under six times the function's timeout")
+        redrive = properties.get("RedrivePolicy", {})
+        if not redrive.get("deadLetterTargetArn"):
+            violations.append(f"{name}: its parked queue has no dead-letter queue")
+        elif redrive.get("maxReceiveCount") != max_receive_count():
+            violations.append(
+                f"{name}: its parked queue's maxReceiveCount is not the {max_receive_count()} the retry delays are made for"
+            )
+    return violations
+
+
+def own_roles(template):
+    """Every function has its own role without managed policies (SAM's
+    generated role carries AWSLambdaBasicExecutionRole, every log group, and
+    with an SQS event AWSLambdaSQSQueueExecutionRole, every queue), and may
+    write to its own log group."""
+    violations = []
+    roles = {}
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        properties = function.get("Properties", {})
+        role = properties.get("Role")
+        if not (isinstance(role, dict) and "Fn::GetAtt" in role):
+            violations.append(f"{name}: no role of its own (SAM would attach AWS managed policies)")
+            continue
+        role_name = role["Fn::GetAtt"][0]
+        if role_name in roles:
+            violations.append(f"{name}: shares its role with {roles[role_name]}")
+        roles[role_name] = name
+        role_properties = template["Resources"].get(role_name, {}).get("Properties", {})
+        if role_properties.get("ManagedPolicyArns"):
+            violations.append(f"{role_name}: managed policies")
+        log_group = properties.get("LoggingConfig", {}).get("LogGroup")
+        if not (isinstance(log_group, dict) and "Ref" in log_group):
+            violations.append(f"{name}: no log group of its own")
+            continue
+        arn = {"Fn::GetAtt": [log_group["Ref"], "Arn"]}
+        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            if not grants(template, name, action, arn):
+                violations.append(f"{name}: no {action} on its log group")
+    return violations
+
+
+def alarms_on(template, metric, queue):
+    return [
+        (name, alarm.get("Properties", {}))
+        for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items()
+        if alarm.get("Properties", {}).get("MetricName") == metric
+        and {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+        in alarm.get("Properties", {}).get("Dimensions", [])
+    ]
+
+
+def queue_alarms(template):
+    """A person is called when a dead-letter queue holds a record and when a
+    parked record is older than an hour; every alarm notifies a topic that
+    CloudWatch can publish to (not one encrypted with the AWS managed SNS
+    key, whose policy does not let CloudWatch use it)."""
+    violations = []
+    for name, queue in resources(template, "AWS::SQS::Queue").items():
+        redrive = queue.get("Properties", {}).get("RedrivePolicy")
+        if redrive:
+            dead_letter = redrive.get("deadLetterTargetArn", {}).get("Fn::GetAtt", [None])[0]
+            if not alarms_on(template, "ApproximateNumberOfMessagesVisible", dead_letter):
+                violations.append(f"{dead_letter}: no alarm while it holds a record")
+            ages = alarms_on(template, "ApproximateAgeOfOldestMessage", name)
+            if not any(p.get("Threshold", 1e9) <= 3600 for _, p in ages):
+                violations.append(f"{name}: no alarm when its oldest record is older than an hour")
+    topics = resources(template, "AWS::SNS::Topic")
+    for name, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        actions = as_list(alarm.get("Properties", {}).get("AlarmActions", []))
+        if not actions:
+            violations.append(f"{name}: notifies no one")
+        for action in actions:
+            topic = topics.get(action.get("Ref")) if isinstance(action, dict) else None
+            if topic is None:
+                violations.append(f"{name}: notifies something other than the stack's topic")
+            elif str(topic.get("Properties", {}).get("KmsMasterKeyId", "")).startswith("alias/aws/"):
+                violations.append(f"{name}: its topic uses an AWS managed key CloudWatch cannot publish with")
     return violations
 
 
@@ -146,7 +281,14 @@ def route_auth(template):
 
 
 def check(template):
-    return wildcards(template) + secret_access(template) + queue_access(template) + route_auth(template)
+    return (
+        wildcards(template)
+        + secret_access(template)
+        + queue_access(template)
+        + own_roles(template)
+        + queue_alarms(template)
+        + route_auth(template)
+    )
 
 
 def planted(template, change):

@@ -4,7 +4,17 @@ import os
 
 import pytest
 
-from template_rules import check, load, planted, queue_access, route_auth, secret_access, wildcards
+from template_rules import (
+    check,
+    load,
+    own_roles,
+    planted,
+    queue_access,
+    queue_alarms,
+    route_auth,
+    secret_access,
+    wildcards,
+)
 
 TEMPLATE = os.path.join(os.path.dirname(__file__), "..", "..", "template.yaml")
 
@@ -15,7 +25,9 @@ def template():
 
 
 def statements_of(template, function):
-    return template["Resources"][function]["Properties"]["Policies"][0]["Statement"]
+    """The statements of the function's own role."""
+    role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
 
 
 def test_the_template_follows_its_rules(template):
@@ -37,7 +49,7 @@ def test_a_planted_wildcard_action_fails(template):
     bad = planted(template, lambda t: statements_of(t, "DidomiToDynamicsFunction").append(
         {"Effect": "Allow", "Action": "secretsmanager:*", "Resource": {"Ref": "ConfigSecretArn"}}))
     assert wildcards(bad) == [
-        "DidomiToDynamicsFunction.Policies[0]: Action 'secretsmanager:*' is a wildcard"
+        "DidomiToDynamicsRole: Action 'secretsmanager:*' is a wildcard"
     ]
 
 
@@ -45,19 +57,20 @@ def test_a_planted_wildcard_resource_fails(template):
     def widen(t):
         statements_of(t, "DynamicsToDidomiFunction")[0]["Resource"] = "*"
     assert wildcards(planted(template, widen)) == [
-        "DynamicsToDidomiFunction.Policies[0]: Resource '*' is a wildcard"
+        "DynamicsToDidomiRole: Resource '*' is a wildcard"
     ]
 
 
 def test_a_managed_policy_fails(template):
-    bad = planted(template, lambda t: t["Resources"]["DidomiToDynamicsFunction"]["Properties"]["Policies"].append(
-        "SecretsManagerReadWrite"))
+    bad = planted(template, lambda t: t["Resources"]["DidomiToDynamicsFunction"]["Properties"].update(
+        {"Policies": ["SecretsManagerReadWrite"]}))
     assert len(wildcards(bad)) == 1
 
 
 def test_a_function_without_its_secret_permission_fails(template):
     def drop(t):
-        t["Resources"]["DynamicsToDidomiFunction"]["Properties"]["Policies"] = []
+        statements = statements_of(t, "DynamicsToDidomiFunction")
+        statements[:] = [s for s in statements if s["Action"] != "secretsmanager:GetSecretValue"]
     assert secret_access(planted(template, drop)) == [
         "DynamicsToDidomiFunction: no secretsmanager:GetSecretValue on its configuration secret"
     ]
@@ -86,10 +99,88 @@ def test_a_route_that_loses_its_authentication_fails(template):
     assert len(route_auth(planted(template, implicit_api))) == 1
 
 
-def test_a_function_that_cannot_park_fails(template):
+def test_a_function_that_cannot_park_or_drain_its_queue_fails(template):
     def drop(t):
-        statements = statements_of(t, "DidomiToDynamicsFunction")
-        statements[:] = [s for s in statements if s["Action"] != "sqs:SendMessage"]
+        for statement in statements_of(t, "DidomiToDynamicsFunction"):
+            if isinstance(statement["Action"], list) and "sqs:SendMessage" in statement["Action"]:
+                statement["Action"] = [a for a in statement["Action"] if a != "sqs:ChangeMessageVisibility"]
     assert queue_access(planted(template, drop)) == [
-        "DidomiToDynamicsFunction: no sqs:SendMessage on its parked queue"
+        "DidomiToDynamicsFunction: no sqs:ChangeMessageVisibility on its parked queue"
     ]
+
+    def other_queue(t):
+        events = t["Resources"]["DynamicsToDidomiFunction"]["Properties"]["Events"]
+        events["Parked"]["Properties"]["Queue"] = {"Fn::GetAtt": ["DidomiToDynamicsParkedQueue", "Arn"]}
+    assert queue_access(planted(template, other_queue)) == [
+        "DynamicsToDidomiFunction: no SQS event source on its parked queue"
+    ]
+
+    def whole_batches(t):
+        parked = t["Resources"]["DidomiToDynamicsFunction"]["Properties"]["Events"]["Parked"]["Properties"]
+        del parked["FunctionResponseTypes"]
+        del parked["ScalingConfig"]
+    assert queue_access(planted(template, whole_batches)) == [
+        "DidomiToDynamicsFunction: its SQS event source does not take partial batch answers",
+        "DidomiToDynamicsFunction: its SQS event source has no maximum concurrency",
+    ]
+
+    def short_visibility(t):
+        t["Resources"]["DynamicsToDidomiParkedQueue"]["Properties"]["VisibilityTimeout"] = 60
+    assert queue_access(planted(template, short_visibility)) == [
+        "DynamicsToDidomiFunction: its parked queue's visibility timeout is under six times the function's timeout"
+    ]
+
+    def quick_redrive(t):
+        t["Resources"]["DynamicsToDidomiParkedQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] = 3
+    assert queue_access(planted(template, quick_redrive)) == [
+        "DynamicsToDidomiFunction: its parked queue's maxReceiveCount is not the 14 the retry delays are made for"
+    ]
+
+    def no_dead_letters(t):
+        del t["Resources"]["DidomiToDynamicsParkedQueue"]["Properties"]["RedrivePolicy"]
+    assert queue_access(planted(template, no_dead_letters)) == [
+        "DidomiToDynamicsFunction: its parked queue has no dead-letter queue"
+    ]
+
+
+def test_each_function_has_its_own_role_without_managed_policies(template):
+    def generated_role(t):
+        del t["Resources"]["DidomiToDynamicsFunction"]["Properties"]["Role"]
+    assert own_roles(planted(template, generated_role)) == [
+        "DidomiToDynamicsFunction: no role of its own (SAM would attach AWS managed policies)"
+    ]
+
+    def managed(t):
+        t["Resources"]["DynamicsToDidomiRole"]["Properties"]["ManagedPolicyArns"] = [
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+    assert own_roles(planted(template, managed)) == ["DynamicsToDidomiRole: managed policies"]
+
+    def other_log_group(t):
+        for statement in statements_of(t, "DynamicsToDidomiFunction"):
+            if "logs:PutLogEvents" in statement["Action"]:
+                statement["Resource"] = {"Fn::GetAtt": ["DidomiToDynamicsLogGroup", "Arn"]}
+    assert own_roles(planted(template, other_log_group)) == [
+        "DynamicsToDidomiFunction: no logs:CreateLogStream on its log group",
+        "DynamicsToDidomiFunction: no logs:PutLogEvents on its log group",
+    ]
+
+
+def test_queue_alarms_exist_and_reach_someone(template):
+    def no_dead_letter_alarm(t):
+        del t["Resources"]["DynamicsToDidomiDeadLettersAlarm"]
+    assert queue_alarms(planted(template, no_dead_letter_alarm)) == [
+        "DynamicsToDidomiDeadLetterQueue: no alarm while it holds a record"
+    ]
+
+    def slow_age_alarm(t):
+        t["Resources"]["DidomiToDynamicsParkedAgeAlarm"]["Properties"]["Threshold"] = 86400
+    assert queue_alarms(planted(template, slow_age_alarm)) == [
+        "DidomiToDynamicsParkedQueue: no alarm when its oldest record is older than an hour"
+    ]
+
+    def managed_key(t):
+        t["Resources"]["AlarmTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+    found = queue_alarms(planted(template, managed_key))
+    alarms = [n for n, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert len(found) == len(alarms) >= 8
+    assert all(v.endswith("its topic uses an AWS managed key CloudWatch cannot publish with") for v in found)

@@ -14,9 +14,9 @@ use crate::dataverse::consent_records::{reason, RecordWrites, Resolved, Resolved
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::didomi::DidomiClient;
-use crate::parking::drain::{drain, BatchResponse, SqsEvent, Sources};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
 use crate::mapping::columns_from_consents;
+use crate::parking::drain::{drain, BatchResponse, Sources, SqsEvent};
 use crate::parking::{
     failure_response, now_utc, park_failure, ParkedDelivery, Parking, DIDOMI_TO_DYNAMICS,
 };
@@ -205,7 +205,12 @@ impl DidomiToDynamics {
                         "delivery failed; not acknowledged"
                     }
                 );
-                Ok(failure_response(status, &message, error.error_class(), &parked))
+                Ok(failure_response(
+                    status,
+                    &message,
+                    error.error_class(),
+                    &parked,
+                ))
             }
         }
     }

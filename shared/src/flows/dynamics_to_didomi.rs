@@ -23,7 +23,7 @@ use crate::gateway::{
     authenticate_key, body_bytes, header, json_response, require_post, Rejection,
 };
 use crate::mapping::{columns_for_changes, consents_from_columns};
-use crate::parking::drain::{drain, BatchResponse, SqsEvent, Sources};
+use crate::parking::drain::{drain, BatchResponse, Sources, SqsEvent};
 use crate::parking::{
     failure_response, now_utc, park_failure, ParkedDelivery, Parking, DYNAMICS_TO_DIDOMI,
 };
@@ -235,7 +235,12 @@ impl DynamicsToDidomi {
                         "change failed; not acknowledged"
                     }
                 );
-                Ok(failure_response(status, &message, error.error_class(), &parked))
+                Ok(failure_response(
+                    status,
+                    &message,
+                    error.error_class(),
+                    &parked,
+                ))
             }
         }
     }
@@ -507,7 +512,11 @@ impl Context<'_> {
 /// gave it a default (a new contact's `donotbulkemail` is `false`) is not a
 /// choice the person made, and must not opt anyone in. Only when Dataverse
 /// dropped Target is every mapped column taken.
-pub fn changed_columns(config: &Config, change: &RowChange, size_exceeded: bool) -> BTreeSet<String> {
+pub fn changed_columns(
+    config: &Config,
+    change: &RowChange,
+    size_exceeded: bool,
+) -> BTreeSet<String> {
     let to_didomi = config.columns_to_didomi().map(str::to_string);
     match change.target.as_ref().filter(|_| !size_exceeded) {
         Some(target) => to_didomi.filter(|c| target.contains_key(c)).collect(),

@@ -114,17 +114,19 @@ pub async fn drain(sources: Sources<'_>, batch: &SqsEvent, deadline: Deadline) -
     let work = Deadline::after(deadline.remaining().saturating_sub(RESERVE));
     // The configuration and consent purposes every record needs; when they
     // cannot be had, no record is tried and each waits its delay.
-    let config = sources
-        .config
-        .get()
-        .await
-        .map_err(|e| ReplayFailure { reason: e.to_string(), transient: true });
+    let config = sources.config.get().await.map_err(|e| ReplayFailure {
+        reason: e.to_string(),
+        transient: true,
+    });
     let resolved = match &config {
         Ok(config) => sources
             .resolved
             .get(config, sources.dataverse, work)
             .await
-            .map_err(|e| ReplayFailure { transient: e.is_transient(), reason: e.to_string() }),
+            .map_err(|e| ReplayFailure {
+                transient: e.is_transient(),
+                reason: e.to_string(),
+            }),
         Err(e) => Err(e.clone()),
     };
     let replayer = match (&config, &resolved) {
@@ -152,10 +154,13 @@ pub async fn drain(sources: Sources<'_>, batch: &SqsEvent, deadline: Deadline) -
             Ok(_) if outage => Some(retry_delay(count)),
             // Not started for lack of time: tried again at once.
             Ok(_) if work.remaining() < Duration::from_secs(1) => Some(Duration::ZERO),
-            Ok(replayer) => drain_one(replayer, record, count, work).await.err().map(|failure| {
-                outage |= failure.transient;
-                failure.delay
-            }),
+            Ok(replayer) => drain_one(replayer, record, count, work)
+                .await
+                .err()
+                .map(|failure| {
+                    outage |= failure.transient;
+                    failure.delay
+                }),
         };
         match delay {
             None => applied += 1,
@@ -193,7 +198,12 @@ struct Failed {
     transient: bool,
 }
 
-async fn drain_one(replayer: &Replayer<'_>, record: &SqsRecord, count: u32, deadline: Deadline) -> Result<(), Failed> {
+async fn drain_one(
+    replayer: &Replayer<'_>,
+    record: &SqsRecord,
+    count: u32,
+    deadline: Deadline,
+) -> Result<(), Failed> {
     let Ok(parked) = serde_json::from_str::<ParkedDelivery>(&record.body) else {
         // Trying again will not make it readable: shown again at once, it
         // reaches the dead-letter queue after a few receives.
@@ -284,7 +294,9 @@ mod tests {
         assert!(SqsEvent::is_sqs(&event));
         let batch: SqsEvent = serde_json::from_value(event).unwrap();
         assert_eq!(batch.records[0].receive_count(), 3);
-        assert!(!SqsEvent::is_sqs(&serde_json::json!({"version": "2.0", "body": "{}"})));
+        assert!(!SqsEvent::is_sqs(
+            &serde_json::json!({"version": "2.0", "body": "{}"})
+        ));
         assert!(!SqsEvent::is_sqs(&serde_json::json!({"Records": []})));
         let answer = BatchResponse {
             batch_item_failures: vec![ItemFailure {

@@ -62,7 +62,12 @@ pub enum Mode {
 impl Replayer<'_> {
     /// A failure of either system, with `user` (when known) kept out of its
     /// message.
-    fn failed(&self, user: Option<&str>, transient: bool, error: &dyn std::fmt::Display) -> ReplayFailure {
+    fn failed(
+        &self,
+        user: Option<&str>,
+        transient: bool,
+        error: &dyn std::fmt::Display,
+    ) -> ReplayFailure {
         let text = error.to_string();
         ReplayFailure {
             reason: match user {
@@ -92,26 +97,35 @@ impl Replayer<'_> {
     ) -> Result<String, ReplayFailure> {
         match record.direction.as_str() {
             DIDOMI_TO_DYNAMICS => {
-                let user_id = record
-                    .organization_user_id
-                    .as_deref()
-                    .ok_or_else(|| ReplayFailure::lasting("the record names no organization_user_id"))?;
+                let user_id = record.organization_user_id.as_deref().ok_or_else(|| {
+                    ReplayFailure::lasting("the record names no organization_user_id")
+                })?;
                 self.didomi_user(user_id, mode, deadline).await
             }
             DYNAMICS_TO_DIDOMI => match (&record.consent_record_id, &record.contact_id) {
                 (Some(id), _) => self.consent_record(id, mode, deadline).await,
-                (None, Some(id)) => self.contact(id, record.columns.as_deref(), mode, deadline).await,
+                (None, Some(id)) => {
+                    self.contact(id, record.columns.as_deref(), mode, deadline)
+                        .await
+                }
                 (None, None) => Err(ReplayFailure::lasting(
                     "the record names neither a contact_id nor a consent_record_id",
                 )),
             },
             // Cut: the record may not be ours.
-            other => Err(ReplayFailure::lasting(format!("unknown direction \"{other:.64}\""))),
+            other => Err(ReplayFailure::lasting(format!(
+                "unknown direction \"{other:.64}\""
+            ))),
         }
     }
 
     /// Didomi → Dynamics: the user's current choices, applied as a full status.
-    async fn didomi_user(&self, user_id: &str, mode: Mode, deadline: Deadline) -> Result<String, ReplayFailure> {
+    async fn didomi_user(
+        &self,
+        user_id: &str,
+        mode: Mode,
+        deadline: Deadline,
+    ) -> Result<String, ReplayFailure> {
         let config = self.config;
         let user = self
             .didomi
@@ -130,7 +144,10 @@ impl Replayer<'_> {
             status: None,
             regulation: Some(config.didomi.regulation.clone()),
             delegate_id: None,
-            changed_at: user.updated_at.as_deref().and_then(crate::time::parse_utc_seconds),
+            changed_at: user
+                .updated_at
+                .as_deref()
+                .and_then(crate::time::parse_utc_seconds),
             delivery_id: None,
             delivery_time: user.updated_at,
         };
@@ -157,7 +174,10 @@ impl Replayer<'_> {
             .map_err(|e| self.dataverse_failed(Some(user_id), e))?;
         let records = |r: RecordWrites| {
             if r.any() {
-                format!("; consent records: {} created, {} updated", r.created, r.updated)
+                format!(
+                    "; consent records: {} created, {} updated",
+                    r.created, r.updated
+                )
             } else {
                 String::new()
             }
@@ -225,7 +245,10 @@ impl Replayer<'_> {
                     .cloned()
                     .collect();
                 if changed.is_empty() {
-                    return Ok("none of the changed columns flows to Didomi any more: nothing to send".into());
+                    return Ok(
+                        "none of the changed columns flows to Didomi any more: nothing to send"
+                            .into(),
+                    );
                 }
                 changed
             }
@@ -233,8 +256,11 @@ impl Replayer<'_> {
                 let Some(user) = &user else {
                     return Ok("Didomi has no such user: nothing to compare, nothing sent".into());
                 };
-                let differing =
-                    columns_differing_from_didomi(&config.mappings, &user.consents, &contact.columns);
+                let differing = columns_differing_from_didomi(
+                    &config.mappings,
+                    &user.consents,
+                    &contact.columns,
+                );
                 if differing.is_empty() {
                     return Ok("Didomi already holds the contact's choices".into());
                 }
@@ -265,7 +291,12 @@ impl Replayer<'_> {
     /// A Contact Point Consent record: the record as it is now, turned into
     /// the event the function would send, sent unless Didomi already holds
     /// that choice.
-    async fn consent_record(&self, id: &str, mode: Mode, deadline: Deadline) -> Result<String, ReplayFailure> {
+    async fn consent_record(
+        &self,
+        id: &str,
+        mode: Mode,
+        deadline: Deadline,
+    ) -> Result<String, ReplayFailure> {
         let config = self.config;
         let (Some(section), Some(resolved)) = (&config.contact_point_consent, self.resolved) else {
             return Err(ReplayFailure::lasting(
@@ -280,13 +311,14 @@ impl Replayer<'_> {
         else {
             return Ok("the consent record no longer exists: nothing to send".into());
         };
-        let (user_id, consents) = match consent_event_for_record(&session, config, section, resolved, &current)
-            .await
-            .map_err(|e| self.dataverse_failed(None, e))?
-        {
-            Ok(event) => event,
-            Err(reason) => return Ok(format!("nothing to send: {reason}")),
-        };
+        let (user_id, consents) =
+            match consent_event_for_record(&session, config, section, resolved, &current)
+                .await
+                .map_err(|e| self.dataverse_failed(None, e))?
+            {
+                Ok(event) => event,
+                Err(reason) => return Ok(format!("nothing to send: {reason}")),
+            };
         let didomi = self.didomi.session(config, deadline);
         let user = didomi
             .find_user(&user_id)
@@ -372,7 +404,10 @@ mod tests {
             serde_json::json!({"channels": [{"id": "sms", "enabled": true}]}),
             serde_json::json!({"purposes": [{"id": "profiling", "enabled": false}]}),
         ] {
-            assert!(!holds(&current, &consents(differing.clone())), "{differing}");
+            assert!(
+                !holds(&current, &consents(differing.clone())),
+                "{differing}"
+            );
         }
     }
 }
