@@ -65,6 +65,21 @@ fn local_replays_the_sample_delivery_and_shows_what_changed() {
     ] {
         assert!(stdout.contains(expected), "{expected}\n{stdout}");
     }
+    // An outage that heals by itself: parked and answered 202 while
+    // Dataverse is down, applied by the drain once it is back.
+    let outage = stdout
+        .split("4. An outage heals by itself")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fourth step:\n{stdout}"));
+    for expected in [
+        "-> HTTP 202 {\"error_class\":\"dataverse_unavailable\",\"outcome\":\"parked\"}",
+        "parked queue (simulated SQS) holds 1 record(s)",
+        "a batch of 1 -> {\"batchItemFailures\":[]} (1 applied)",
+        "donotbulkemail   true -> false",
+        "The parked queue holds 0 record(s)",
+    ] {
+        assert!(outage.contains(expected), "{expected}\n{stdout}");
+    }
 }
 
 #[test]

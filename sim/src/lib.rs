@@ -9,7 +9,9 @@
 //! - [`gateway`]: API Gateway's HTTP API, turning HTTP requests into
 //!   payload v2.0 events for a function handler;
 //! - [`runtime_api`]: the Lambda Runtime API, to run a compiled function
-//!   binary as Lambda does.
+//!   binary as Lambda does;
+//! - [`sqs`]: the few Amazon SQS calls of the parked queues, on the
+//!   simulator's own port.
 
 pub mod dataverse;
 pub mod didomi;
@@ -17,6 +19,7 @@ pub mod entra;
 pub mod gateway;
 pub mod registration;
 pub mod runtime_api;
+pub mod sqs;
 pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -163,6 +166,8 @@ pub struct SimState {
     pub throttled: usize,
     /// The `x-ms-dop-hint` every Dataverse answer carries (0: none).
     pub dop_hint: u32,
+    /// Amazon SQS queues (the local run's parked queue).
+    pub sqs: sqs::Queues,
 }
 
 /// Service protection as Dataverse applies it per user: at most `requests`
@@ -299,6 +304,7 @@ impl Simulator {
             tables: registration::standard_tables(),
             didomi,
             dop_hint: DEFAULT_DOP_HINT,
+            sqs: sqs::Queues::default(),
             ..SimState::default()
         }));
         let app = axum::Router::new()
@@ -550,6 +556,9 @@ async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(action) = sqs::action(&headers) {
+        return sqs::serve(&state, &action, &headers, &body).await;
+    }
     let path = uri.path().to_string();
     let query = uri.query().unwrap_or_default().to_string();
     let is_token = path.ends_with("/oauth2/v2.0/token");

@@ -176,7 +176,7 @@ impl DidomiToDynamics {
                     change.organization_user_id.as_deref().unwrap_or_default(),
                 );
                 let status = error.http_status();
-                crate::metrics::count("failed");
+
                 let record = ParkedDelivery {
                     direction: DIDOMI_TO_DYNAMICS.into(),
                     organization_user_id: change.organization_user_id.clone(),
@@ -189,22 +189,36 @@ impl DidomiToDynamics {
                     parked_at: now_utc(),
                 };
                 let parked = park_failure(&self.parking, error.is_transient(), record).await;
-                let parked_status = if parked.is_parked() { 202 } else { status };
-                tracing::error!(
-                    kind = %change.kind,
-                    user = user.as_deref().unwrap_or("-"),
-                    status = parked_status,
-                    error = %message,
-                    error_class = error.error_class(),
-                    parked = %parked.describe(),
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "{}",
-                    if parked.is_parked() {
+                crate::metrics::count(if parked.is_parked() {
+                    "parked"
+                } else {
+                    "failed"
+                });
+                // Parked is handled, only later: a warning. Not parked is
+                // a delivery resting on the sender's retries: an error.
+                if parked.is_parked() {
+                    tracing::warn!(
+                        kind = %change.kind,
+                        user = user.as_deref().unwrap_or("-"),
+                        status = 202,
+                        error = %message,
+                        error_class = error.error_class(),
+                        parked = %parked.describe(),
+                        duration_ms = started.elapsed().as_millis() as u64,
                         "delivery failed; parked for the drain"
-                    } else {
+                    );
+                } else {
+                    tracing::error!(
+                        kind = %change.kind,
+                        user = user.as_deref().unwrap_or("-"),
+                        status,
+                        error = %message,
+                        error_class = error.error_class(),
+                        parked = %parked.describe(),
+                        duration_ms = started.elapsed().as_millis() as u64,
                         "delivery failed; not acknowledged"
-                    }
-                );
+                    );
+                }
                 Ok(failure_response(
                     status,
                     &message,

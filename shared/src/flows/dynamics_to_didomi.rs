@@ -200,7 +200,7 @@ impl DynamicsToDidomi {
                 let message =
                     pseudonyms.redact(&error.to_string(), user.as_deref().unwrap_or_default());
                 let status = error.http_status();
-                crate::metrics::count("failed");
+
                 let consent_record = change.entity == crate::contact_point_consent::ENTITY;
                 let record = ParkedDelivery {
                     direction: DYNAMICS_TO_DIDOMI.into(),
@@ -219,22 +219,40 @@ impl DynamicsToDidomi {
                     parked_at: now_utc(),
                 };
                 let parked = park_failure(&self.parking, error.is_transient(), record).await;
-                tracing::error!(
-                    error_class = error.error_class(),
-                    parked = %parked.describe(),
-                    message_name = %change.message,
-                    entity = %change.entity,
-                    user = user.as_deref().map(|id| pseudonyms.of(id)).as_deref().unwrap_or("-"),
-                    status = if parked.is_parked() { 202 } else { status },
-                    error = %message,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "{}",
-                    if parked.is_parked() {
+                crate::metrics::count(if parked.is_parked() {
+                    "parked"
+                } else {
+                    "failed"
+                });
+                let user = user.as_deref().map(|id| pseudonyms.of(id));
+                let user = user.as_deref().unwrap_or("-");
+                // Parked is handled, only later: a warning. Not parked is
+                // a change resting on Dataverse's one retry: an error.
+                if parked.is_parked() {
+                    tracing::warn!(
+                        error_class = error.error_class(),
+                        parked = %parked.describe(),
+                        message_name = %change.message,
+                        entity = %change.entity,
+                        user,
+                        status = 202,
+                        error = %message,
+                        duration_ms = started.elapsed().as_millis() as u64,
                         "change failed; parked for the drain"
-                    } else {
+                    );
+                } else {
+                    tracing::error!(
+                        error_class = error.error_class(),
+                        parked = %parked.describe(),
+                        message_name = %change.message,
+                        entity = %change.entity,
+                        user,
+                        status,
+                        error = %message,
+                        duration_ms = started.elapsed().as_millis() as u64,
                         "change failed; not acknowledged"
-                    }
-                );
+                    );
+                }
                 Ok(failure_response(
                     status,
                     &message,

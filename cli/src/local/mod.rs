@@ -5,6 +5,8 @@
 //! consent-sync's own; a person's edit reaches Didomi as one consent event,
 //! whose delivery back is recognised as an echo.
 
+mod outage;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use consent_sync_sim::{sample_contacts, Identity, Simulator};
 use serde_json::{json, Map, Value};
 
 /// The delivery replayed when no `--event` is given.
-pub const SAMPLE_DELIVERY: &str = include_str!("../../events/didomi-user-updated.json");
+pub const SAMPLE_DELIVERY: &str = include_str!("../../../events/didomi-user-updated.json");
 
 /// Lambda's default timeout for the function in `template.yaml`.
 const INVOCATION_BUDGET: Duration = Duration::from_secs(30);
@@ -195,6 +197,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         }
         if options.event.is_none() {
             consent_records(sim).await?;
+            outage::run(sim).await?;
         }
     }
 
@@ -312,7 +315,7 @@ async fn consent_records(sim: &Simulator) -> Result<(), String> {
     .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
     let opt_out = {
         let mut event: Value =
-            serde_json::from_str(include_str!("../../events/didomi-event-created.json"))
+            serde_json::from_str(include_str!("../../../events/didomi-event-created.json"))
                 .expect("valid JSON");
         event["parameters"]["entity"]["consents"] =
             json!({"purposes": [{"id": "newsletter", "enabled": false}], "channels": []});
