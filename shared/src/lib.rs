@@ -14,6 +14,7 @@ pub mod dataverse;
 pub mod didomi;
 pub mod flows;
 pub mod gateway;
+pub mod input;
 pub mod invocation;
 pub mod logging;
 pub mod mapping;

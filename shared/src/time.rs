@@ -14,6 +14,15 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
 /// `2026-11-26T10:05:33.540Z` or `…+02:00` to whole UTC seconds since the
 /// epoch (the fraction dropped, as Dataverse drops it); `None` when it is
 /// not such a time.
@@ -38,7 +47,7 @@ pub fn parse_utc_seconds(text: &str) -> Option<i64> {
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
     if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
+        || !(1..=days_in_month(year, month)).contains(&day)
         || hour > 23
         || minute > 59
         || second > 60
@@ -62,10 +71,15 @@ pub fn parse_utc_seconds(text: &str) -> Option<i64> {
                 _ => return None,
             };
             let (h, m) = rest[1..].split_once(':')?;
-            if h.len() != 2 || m.len() != 2 {
+            let two_digits = |part: &str| {
+                (part.len() == 2 && part.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| part.parse::<i64>().ok())?
+            };
+            let (h, m) = (two_digits(h)?, two_digits(m)?);
+            if h > 23 || m > 59 {
                 return None;
             }
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+            sign * (h * 3600 + m * 60)
         }
     };
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset)
@@ -116,6 +130,11 @@ mod tests {
             "2026-11-26T10:05:33",
             "2026-11-26T10:05:33.Z",
             "2026-11-26T10:05:33+2",
+            "2026-02-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-26T10:05:33+-1:00",
+            "2026-11-26T10:05:33+24:00",
+            "2026-11-26T10:05:33+01:60",
         ] {
             assert_eq!(parse_utc_seconds(bad), None, "{bad}");
         }

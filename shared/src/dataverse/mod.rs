@@ -63,6 +63,9 @@ pub enum DataverseError {
         "the environment lacks what the configuration names: {0} (run `consent-sync config check`)"
     )]
     Unresolved(String),
+    /// A row id that is not a GUID: refused before any request.
+    #[error("{0} is not a GUID")]
+    NotAGuid(&'static str),
 }
 
 impl DataverseError {
@@ -73,7 +76,9 @@ impl DataverseError {
             DataverseError::Token(e) => e.is_transient(),
             DataverseError::Unavailable(_) => true,
             DataverseError::Api { status, .. } => *status == 429 || *status >= 500,
-            DataverseError::BadAnswer(_) | DataverseError::Unresolved(_) => false,
+            DataverseError::BadAnswer(_)
+            | DataverseError::Unresolved(_)
+            | DataverseError::NotAGuid(_) => false,
         }
     }
 
@@ -94,6 +99,7 @@ impl DataverseError {
             DataverseError::Api { status: 429, .. } => "dataverse_throttled",
             DataverseError::Api { .. } | DataverseError::BadAnswer(_) => "dataverse_unavailable",
             DataverseError::Unresolved(_) => "configuration",
+            DataverseError::NotAGuid(_) => "bad_input",
         }
     }
 
@@ -105,6 +111,7 @@ impl DataverseError {
         match self {
             DataverseError::Token(TokenError::Refused { .. }) if !self.is_transient() => 500,
             DataverseError::Unresolved(_) => 500,
+            DataverseError::NotAGuid(_) => 400,
             _ if self.is_transient() => 503,
             _ => 502,
         }
@@ -514,11 +521,10 @@ fn contact_of(mut row: Map<String, Value>) -> Result<Contact, DataverseError> {
 /// A GUID as it may appear in a URL path; anything else is refused here
 /// rather than spliced into the request.
 pub fn guid(id: &str) -> Result<&str, DataverseError> {
-    let ok = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    if ok {
+    if crate::input::is_guid(id) {
         Ok(id)
     } else {
-        Err(DataverseError::BadAnswer("a row id is not a GUID".into()))
+        Err(DataverseError::NotAGuid("the row id"))
     }
 }
 

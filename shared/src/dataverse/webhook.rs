@@ -35,6 +35,16 @@ pub struct RowChange {
     pub post_image: Option<Map<String, Value>>,
 }
 
+/// Whether Dataverse cut the context for its size: decided from the body —
+/// `Target` and the images are what it removes — and confirmed by the
+/// header. The header alone decides nothing: a body that still carries
+/// `Target` is read as sent, whatever the header says (`false` included).
+pub fn is_truncated(change: &RowChange, size_exceeded_header: Option<&str>) -> bool {
+    change.target.is_none()
+        && change.post_image.is_none()
+        && size_exceeded_header.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// A body that is not a `RemoteExecutionContext` we can use, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -107,6 +117,14 @@ pub fn parse_row_change(body: &[u8]) -> Result<RowChange, ContextError> {
         .ok_or_else(|| ContextError("`PrimaryEntityName` is missing".into()))?;
     let entity_id = non_empty(raw.primary_entity_id)
         .ok_or_else(|| ContextError("`PrimaryEntityId` is missing".into()))?;
+    if !crate::input::is_guid(entity_id.trim()) {
+        // Described, not quoted: the message is logged too.
+        return Err(ContextError(format!(
+            "`PrimaryEntityId` is not a GUID ({} characters)",
+            entity_id.chars().count()
+        )));
+    }
+    let entity_id = entity_id.trim().to_string();
     let target = match raw
         .input_parameters
         .unwrap_or_default()

@@ -128,6 +128,15 @@ fn entity<T: DeserializeOwned>(parameters: &mut Value, field: &str) -> Result<T,
     })
 }
 
+/// An `organization_user_id` that can be looked up: at most as long as a
+/// Dataverse text column holds, without control characters.
+fn user_key(id: Option<String>, field: &str) -> Result<Option<String>, PayloadError> {
+    match id.as_deref().and_then(crate::input::key_problem) {
+        Some(problem) => Err(PayloadError(format!("`{field}` {problem}"))),
+        None => Ok(id),
+    }
+}
+
 fn non_empty(id: Option<String>) -> Option<String> {
     id.filter(|s| !s.trim().is_empty())
 }
@@ -156,9 +165,10 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
         "event.created" => (Scope::Event, "entity"),
         "event.updated" => (Scope::Event, "new_entity"),
         other => {
-            let shown: String = other.chars().take(40).collect();
+            // Not echoed: the answer and the log say only what it is not.
             return Err(PayloadError(format!(
-                "unsupported delivery type {shown:?}; expected one of {TYPES}"
+                "unsupported delivery type {}; expected one of {TYPES}",
+                crate::input::shown(other, crate::input::DELIVERY_TYPES, "type")
             )));
         }
     };
@@ -168,7 +178,10 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
             ConsentChange {
                 kind,
                 scope,
-                organization_user_id: non_empty(user.organization_user_id),
+                organization_user_id: user_key(
+                    non_empty(user.organization_user_id),
+                    &format!("parameters.{field}.organization_user_id"),
+                )?,
                 consents: user.consents.unwrap_or_default(),
                 status: None,
                 regulation: user.regulation,
@@ -186,7 +199,10 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
             ConsentChange {
                 kind,
                 scope,
-                organization_user_id: non_empty(event.user.and_then(|u| u.organization_user_id)),
+                organization_user_id: user_key(
+                    non_empty(event.user.and_then(|u| u.organization_user_id)),
+                    &format!("parameters.{field}.user.organization_user_id"),
+                )?,
                 consents: event.consents.unwrap_or_default(),
                 status: event.status,
                 regulation: event.regulation,

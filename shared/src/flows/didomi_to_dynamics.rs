@@ -299,7 +299,8 @@ pub async fn apply(
     if !change.is_confirmed() {
         let status = change.status.as_deref().unwrap_or_default();
         return Ok(Outcome::skipped(format!(
-            "the event is not confirmed (status {status:?})"
+            "the event is not confirmed (status {})",
+            crate::input::shown(status, crate::input::EVENT_STATUSES, "status")
         )));
     }
     let regulation = change
@@ -308,7 +309,8 @@ pub async fn apply(
         .unwrap_or(crate::config::DEFAULT_REGULATION);
     if !regulation.eq_ignore_ascii_case(&config.didomi.regulation) {
         return Ok(Outcome::skipped(format!(
-            "regulation {regulation:?} is not the configured {:?}",
+            "regulation {} is not the configured {:?}",
+            crate::input::shown(regulation, crate::input::REGULATIONS, "regulation"),
             config.didomi.regulation
         )));
     }

@@ -15,7 +15,7 @@ use crate::contact_point_consent::{ContactPoint, Entry, OPTED_IN, OPTED_OUT};
 use crate::dataverse::consent_records::{
     effective_value, entry_of, is_record_of, ConsentRecord, ResolvedCache,
 };
-use crate::dataverse::webhook::{parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
+use crate::dataverse::webhook::{is_truncated, parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::{DidomiClient, DidomiError};
 use crate::flows::didomi_to_dynamics::rejected;
@@ -88,6 +88,9 @@ pub enum SyncError {
     Dataverse(#[from] DataverseError),
     #[error(transparent)]
     Didomi(#[from] DidomiError),
+    /// What the change carries cannot be sent (a key no system could take).
+    #[error("{0}")]
+    BadInput(String),
 }
 
 impl SyncError {
@@ -95,6 +98,7 @@ impl SyncError {
         match self {
             SyncError::Dataverse(e) => e.is_transient(),
             SyncError::Didomi(e) => e.is_transient(),
+            SyncError::BadInput(_) => false,
         }
     }
 
@@ -102,6 +106,7 @@ impl SyncError {
         match self {
             SyncError::Dataverse(e) => e.error_class(),
             SyncError::Didomi(e) => e.error_class(),
+            SyncError::BadInput(_) => "bad_input",
         }
     }
 
@@ -112,6 +117,7 @@ impl SyncError {
             SyncError::Dataverse(e) => e.http_status(),
             SyncError::Didomi(e) if e.is_transient() => 503,
             SyncError::Didomi(_) => 502,
+            SyncError::BadInput(_) => 400,
         }
     }
 }
@@ -165,7 +171,7 @@ impl DynamicsToDidomi {
             Ok(change) => change,
             Err(rejection) => return Ok(rejected(rejection, started)),
         };
-        let size_exceeded = header(request, SIZE_EXCEEDED_HEADER).is_some();
+        let size_exceeded = is_truncated(&change, header(request, SIZE_EXCEEDED_HEADER));
         let context = Context {
             config: &config,
             function: self,
@@ -183,8 +189,8 @@ impl DynamicsToDidomi {
                 };
                 crate::metrics::count(outcome.name());
                 tracing::info!(
-                    message_name = %change.message,
-                    entity = %change.entity,
+                    message_name = %crate::input::logged(&change.message, crate::input::MESSAGES, "message"),
+                    entity = %crate::input::logged(&change.entity, crate::input::TABLES, "table"),
                     user = user.as_deref().unwrap_or("-"),
                     outcome = outcome.name(),
                     reason,
@@ -194,6 +200,9 @@ impl DynamicsToDidomi {
                     "change handled"
                 );
                 Ok(json_response(200, &outcome.to_json()))
+            }
+            Err((SyncError::BadInput(message), _)) => {
+                Ok(rejected(Rejection::new(400, message), started))
             }
             Err((error, user)) => {
                 let pseudonyms = config.pseudonyms();
@@ -232,8 +241,8 @@ impl DynamicsToDidomi {
                     tracing::warn!(
                         error_class = error.error_class(),
                         parked = %parked.describe(),
-                        message_name = %change.message,
-                        entity = %change.entity,
+                        message_name = %crate::input::logged(&change.message, crate::input::MESSAGES, "message"),
+                        entity = %crate::input::logged(&change.entity, crate::input::TABLES, "table"),
                         user,
                         status = 202,
                         error = %message,
@@ -244,8 +253,8 @@ impl DynamicsToDidomi {
                     tracing::error!(
                         error_class = error.error_class(),
                         parked = %parked.describe(),
-                        message_name = %change.message,
-                        entity = %change.entity,
+                        message_name = %crate::input::logged(&change.message, crate::input::MESSAGES, "message"),
+                        entity = %crate::input::logged(&change.entity, crate::input::TABLES, "table"),
                         user,
                         status,
                         error = %message,
@@ -324,14 +333,14 @@ impl Context<'_> {
             && self.config.contact_point_consent.is_some();
         if change.entity != "contact" && !consent_record {
             return skipped(format!(
-                "changes of table {:?} are not synced",
-                change.entity
+                "changes of table {} are not synced",
+                crate::input::shown(&change.entity, crate::input::TABLES, "table")
             ));
         }
         if !matches!(change.message.as_str(), "Create" | "Update") {
             return skipped(format!(
-                "message {:?} is not synced (only Create and Update)",
-                change.message
+                "message {} is not synced (only Create and Update)",
+                crate::input::shown(&change.message, crate::input::MESSAGES, "message")
             ));
         }
         let own = self
@@ -401,6 +410,10 @@ impl Context<'_> {
                 ))
             }
         };
+        if let Some(problem) = crate::input::key_problem(&user) {
+            let message = format!("the contact's {} {problem}", config.contact_key);
+            return Err((SyncError::BadInput(message), None));
+        }
         columns.retain(|name, _| needed.contains(name.as_str()));
         let consents = match consents_from_columns(&config.mappings, &columns) {
             Ok(consents) => consents,

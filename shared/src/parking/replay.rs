@@ -114,7 +114,8 @@ impl Replayer<'_> {
             },
             // Cut: the record may not be ours.
             other => Err(ReplayFailure::lasting(format!(
-                "unknown direction \"{other:.64}\""
+                "unknown direction {}",
+                crate::input::quoted(other)
             ))),
         }
     }
