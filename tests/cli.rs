@@ -322,6 +322,38 @@ async fn webhook_register_leaves_an_endpoint_it_did_not_create_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_reports_the_alternate_key_and_warns_without_one_in_upsert_mode() {
+    let sim = simulator().await;
+    let warning =
+        "upsert_mode is on and no active alternate key is defined on contact emailaddress1";
+    let upsert = config_file(&sim, |c| c["upsert_mode"] = json!(true));
+    let (code, stdout, stderr) = with_config(&upsert, &["config", "check"]);
+    assert_eq!(code, 0, "a warning, not a failure: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ok   alternate key    none active on emailaddress1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(warning), "{stdout}");
+    assert!(
+        stdout.contains("Power Apps → Tables → Contact → Keys"),
+        "{stdout}"
+    );
+
+    sim.add_contact_key("emailaddress1");
+    let (code, stdout, _) = with_config(&upsert, &["config", "check"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("ok   alternate key    `emailaddress1_key` on emailaddress1 is active"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("duplicate"),
+        "nothing about duplicates: {stdout}"
+    );
+    assert!(!stdout.contains(warning), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_status_shows_failed_deliveries_with_their_message() {
     let sim = simulator().await;
     let config = config_file(&sim, |_| {});

@@ -78,6 +78,59 @@ async fn consent_records(
     }
 }
 
+/// Whether the contact table has an active alternate key on the key column,
+/// which makes creating a contact in upsert mode happen once per person.
+async fn alternate_key(
+    dataverse: &consent_sync::dataverse::Dataverse<'_>,
+    config: &Config,
+    checks: &mut Vec<Check>,
+    warnings: &mut Vec<String>,
+) {
+    let column = &config.contact_key;
+    let keys = match dataverse.contact_keys().await {
+        Ok(keys) => keys,
+        Err(e) => {
+            checks.push(check(
+                "alternate key",
+                false,
+                format!("cannot read the contact table's keys: {e}"),
+            ));
+            return;
+        }
+    };
+    if let Some(key) = keys.iter().find(|k| k.makes_unique(column)) {
+        checks.push(check(
+            "alternate key",
+            true,
+            format!(
+                "`{}` on {column} is active: a new person's contact is created once, even when deliveries race",
+                key.name
+            ),
+        ));
+        return;
+    }
+    let pending = keys
+        .iter()
+        .find(|k| k.columns == [column.as_str()])
+        .map(|k| {
+            format!(
+                " (key `{}` is there, its index status is {}, not Active yet)",
+                k.name, k.status
+            )
+        })
+        .unwrap_or_default();
+    checks.push(check(
+        "alternate key",
+        true,
+        format!("none active on {column}{pending}"),
+    ));
+    if config.upsert_mode {
+        warnings.push(format!(
+            "upsert_mode is on and no active alternate key is defined on contact {column}: two deliveries about the same new person at the same moment (Didomi sends user.created and event.created together) can create two contacts. Add one once, in Power Apps → Tables → Contact → Keys → New key, with the {column} column alone; consent-sync uses it as soon as its status is Active."
+        ));
+    }
+}
+
 /// Runs every check, even after one failed, so that one run names every problem.
 pub async fn run(config: &Config) -> Result<Report, String> {
     let mut checks = vec![check(
@@ -98,6 +151,7 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     let http = consent_sync::http_client();
     let dataverse_client = DataverseClient::new(http.clone(), RetryPolicy::default());
     let dataverse = dataverse_client.session(config, crate::deadline());
+    let mut warnings = Vec::new();
     match dataverse.who_am_i().await {
         Ok(user) => {
             checks.push(check(
@@ -135,6 +189,7 @@ pub async fn run(config: &Config) -> Result<Report, String> {
                     format!("cannot read the contact metadata: {e}"),
                 )),
             }
+            alternate_key(&dataverse, config, &mut checks, &mut warnings).await;
             if let Some(section) = &config.contact_point_consent {
                 consent_records(&dataverse, section, &mut checks).await;
             }
@@ -167,6 +222,7 @@ pub async fn run(config: &Config) -> Result<Report, String> {
     ]
     .into_iter()
     .flatten()
+    .chain(warnings)
     .collect();
 
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();

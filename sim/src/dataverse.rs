@@ -183,6 +183,9 @@ pub fn serve(
             }))
             .into_response()
         }
+        (&Method::GET, "EntityDefinitions(LogicalName='contact')/Keys") => {
+            crate::keys::metadata(state)
+        }
         (&Method::GET, "WhoAmI") => axum::Json(json!({
             "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.WhoAmIResponse", state.base_url),
             "BusinessUnitId": "00000000-0000-0000-0000-0000000000b1",
@@ -199,6 +202,16 @@ pub fn serve(
             create_multiple(state, body, &user)
         }
         (method, path) => match path.strip_prefix("contacts(").and_then(|p| p.strip_suffix(')')) {
+            Some(segment) if method == Method::PATCH && crate::keys::parse_segment(segment).is_some() => {
+                let (column, value) = crate::keys::parse_segment(segment).expect("checked");
+                match validate(state, body) {
+                    Ok(mut fields) => {
+                        truncate_times(state, &mut fields);
+                        crate::keys::patch(state, &column, &value, headers, fields, &user)
+                    }
+                    Err(response) => response,
+                }
+            }
             Some(id) if method == Method::GET => get_contact(state, id, &params),
             Some(id) if method == Method::PATCH => update_contact(state, id, headers, body, &user),
             _ => odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'.")),
@@ -481,7 +494,7 @@ fn truncate_times(state: &SimState, fields: &mut Map<String, Value>) {
 }
 
 /// Writes columns to an existing row, as an Update does: a new row version.
-fn write_columns(row: &mut Map<String, Value>, fields: &Map<String, Value>) {
+pub(crate) fn write_columns(row: &mut Map<String, Value>, fields: &Map<String, Value>) {
     let version = row
         .get("versionnumber")
         .and_then(Value::as_u64)
@@ -504,6 +517,13 @@ fn update_contact(
     truncate_times(state, &mut fields);
     let columns = state.columns.clone();
     let at = state.contact_position(id);
+    if let Some(at) = at {
+        let mut after = state.contacts[at].clone();
+        after.extend(fields.clone());
+        if let Some(refusal) = crate::keys::conflict(state, &after, Some(id)) {
+            return refusal;
+        }
+    }
     match at.map(|at| &mut state.contacts[at]) {
         Some(row) => {
             write_columns(row, &fields);
@@ -528,6 +548,10 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
         Err(response) => return response,
     };
     truncate_times(state, &mut fields);
+    crate::keys::run_competitor(state, &fields);
+    if let Some(refusal) = crate::keys::conflict(state, &fields, None) {
+        return refusal;
+    }
     let id = uuid::Uuid::new_v4().to_string();
     let mut row = fields.clone();
     row.insert("contactid".into(), json!(id));
@@ -644,6 +668,17 @@ fn create_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
                     "A record with matching key values already exists.",
                 );
             }
+        }
+    }
+    // Unique keys: against the table and within the batch (all or nothing).
+    for (i, (_, fields)) in rows.iter().enumerate() {
+        if let Some(refusal) = crate::keys::conflict(state, fields, None) {
+            return refusal;
+        }
+        let earlier = rows[..i].iter().map(|(_, f)| f);
+        if let Some(refusal) = crate::keys::conflict_in(&state.contact_keys, earlier, fields, None)
+        {
+            return refusal;
         }
     }
     let mut ids = Vec::with_capacity(rows.len());

@@ -17,6 +17,7 @@ pub mod dataverse;
 pub mod didomi;
 pub mod entra;
 pub mod gateway;
+pub mod keys;
 pub mod registration;
 pub mod runtime_api;
 pub mod sqs;
@@ -168,6 +169,11 @@ pub struct SimState {
     pub dop_hint: u32,
     /// Amazon SQS queues (the local run's parked queue).
     pub sqs: sqs::Queues,
+    /// The contact table's alternate keys.
+    pub contact_keys: Vec<keys::AlternateKey>,
+    /// The next contact create meets a competitor that created the same
+    /// person an instant before (a race two deliveries can run).
+    pub race_next_create: bool,
 }
 
 /// Service protection as Dataverse applies it per user: at most `requests`
@@ -305,6 +311,8 @@ impl Simulator {
             didomi,
             dop_hint: DEFAULT_DOP_HINT,
             sqs: sqs::Queues::default(),
+            contact_keys: Vec::new(),
+            race_next_create: false,
             ..SimState::default()
         }));
         let app = axum::Router::new()
@@ -380,6 +388,23 @@ impl Simulator {
     /// Sets Dataverse's service protection limit: `requests` per sliding `window`.
     pub fn limit_dataverse(&self, requests: usize, window: Duration) {
         self.state().service_protection = Some(ServiceProtection { requests, window });
+    }
+
+    /// Defines an active alternate key on exactly `column` of the contact
+    /// table, as an administrator does in Power Apps (Tables → Contact →
+    /// Keys) once its index is built.
+    pub fn add_contact_key(&self, column: &str) {
+        self.state().contact_keys.push(keys::AlternateKey {
+            name: format!("{column}_key"),
+            columns: vec![column.to_string()],
+            status: "Active".into(),
+        });
+    }
+
+    /// The next contact create meets a competitor that created the same
+    /// person an instant before, so that Dataverse refuses it.
+    pub fn race_next_contact_create(&self) {
+        self.state().race_next_create = true;
     }
 
     /// The service protection 429s answered so far.

@@ -124,6 +124,16 @@ impl Deployment {
 
     /// Starts everything with the function binary `name`.
     pub async fn start_function(name: &str, env: &[(&str, &str)]) -> Deployment {
+        Self::start_configured(name, env, |_| {}).await
+    }
+
+    /// Starts everything with the function binary `name`, its configuration
+    /// changed by `adjust`.
+    pub async fn start_configured(
+        name: &str,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut serde_json::Value),
+    ) -> Deployment {
         let sim = consent_sync_sim::Simulator::start(
             consent_sync_sim::Identity::default(),
             consent_sync_sim::sample_contacts(),
@@ -132,7 +142,9 @@ impl Deployment {
         .unwrap();
         let moto = crate::moto::Moto::start().await;
         let proxy = crate::moto::CountingProxy::start(&moto.url).await;
-        moto.create_secret("consent-sync/config", &sim.config().to_string())
+        let mut config = sim.config();
+        adjust(&mut config);
+        moto.create_secret("consent-sync/config", &config.to_string())
             .await;
         let queue_url = moto.create_queue("consent-sync-parked").await;
         let runtime = Arc::new(RuntimeApi::start().await.unwrap());

@@ -131,9 +131,13 @@ impl BulkWriter {
         self.running.spawn(async move {
             let dataverse = client.session(&config, patient_deadline());
             let outcome = if create {
-                dataverse
+                let mut outcome = dataverse
                     .create_multiple(table.entity_set, table.entity, table.key, &rows)
-                    .await
+                    .await;
+                if table.entity_set == CONTACTS.entity_set {
+                    created_meanwhile(&dataverse, &config, &rows, &mut outcome).await;
+                }
+                outcome
             } else {
                 dataverse
                     .update_multiple(table.entity_set, table.entity, table.key, &rows)
@@ -182,6 +186,42 @@ impl BulkWriter {
         self.send_batch().await;
         while !self.running.is_empty() {
             self.collect_one().await;
+        }
+    }
+}
+
+/// Contacts refused as duplicates of their alternate key were created
+/// meanwhile (a live delivery about a new person): each is applied as the
+/// function applies a delivery that lost that race — an update of the
+/// contact that exists, through the same code.
+async fn created_meanwhile(
+    dataverse: &consent_sync::dataverse::Dataverse<'_>,
+    config: &Config,
+    rows: &[Row],
+    outcome: &mut BulkOutcome,
+) {
+    use consent_sync::dataverse::DataverseError;
+    let (duplicates, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut outcome.refused)
+        .into_iter()
+        .partition(|(_, e)| matches!(e, DataverseError::Api { status: 412, .. }));
+    outcome.refused = refused;
+    for (at, error) in duplicates {
+        let mut desired = rows[at].columns.clone();
+        let Some(key) = desired
+            .remove(&config.contact_key)
+            .and_then(|k| k.as_str().map(str::to_string))
+        else {
+            outcome.refused.push((at, error));
+            continue;
+        };
+        let written = consent_sync::didomi_to_dynamics::apply_to_contacts(
+            config, dataverse, None, &key, desired, None,
+        )
+        .await;
+        outcome.requests += 2;
+        match written {
+            Ok(_) => outcome.applied += 1,
+            Err(e) => outcome.failed.push((at, e.to_string())),
         }
     }
 }

@@ -19,7 +19,69 @@ pub struct ColumnProblem {
     pub problem: String,
 }
 
+/// One alternate key of the contact table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlternateKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// `Active` once Dataverse has built its index; only then is it enforced.
+    pub status: String,
+}
+
+impl AlternateKey {
+    /// An active key on exactly `column`: one row per value of it.
+    pub fn makes_unique(&self, column: &str) -> bool {
+        self.status == "Active" && self.columns.len() == 1 && self.columns[0] == column
+    }
+}
+
 impl Dataverse<'_> {
+    /// `EntityDefinitions(LogicalName='contact')/Keys`.
+    pub async fn contact_keys(&self) -> Result<Vec<AlternateKey>, DataverseError> {
+        let rows = self
+            .get_rows(
+                "EntityDefinitions(LogicalName='contact')/Keys?$select=LogicalName,KeyAttributes,EntityKeyIndexStatus",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let text = |name: &str| row.get(name).and_then(Value::as_str).map(str::to_string);
+                Some(AlternateKey {
+                    name: text("LogicalName")?,
+                    columns: row
+                        .get("KeyAttributes")?
+                        .as_array()?
+                        .iter()
+                        .filter_map(|c| c.as_str().map(str::to_string))
+                        .collect(),
+                    status: text("EntityKeyIndexStatus").unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
+    /// Whether the contact table has an active alternate key on exactly the
+    /// `contact_key` column; asked once per client and environment.
+    pub async fn contact_key_is_unique(&self) -> Result<bool, DataverseError> {
+        let slot_key = format!(
+            "{}|{}",
+            self.config.server_instance, self.config.contact_key
+        );
+        if let Some((key, unique)) = &*self.client.unique_key.lock().await {
+            if *key == slot_key {
+                return Ok(*unique);
+            }
+        }
+        let unique = self
+            .contact_keys()
+            .await?
+            .iter()
+            .any(|k| k.makes_unique(&self.config.contact_key));
+        *self.client.unique_key.lock().await = Some((slot_key, unique));
+        Ok(unique)
+    }
+
     /// `EntityDefinitions(LogicalName='contact')/Attributes`.
     pub async fn contact_attributes(&self) -> Result<Attributes, DataverseError> {
         let rows = self

@@ -28,6 +28,14 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Characters Dataverse does not allow in a key value addressed in a URL
+/// (REFERENCE: alternate keys); such a value is created the plain way.
+pub const NOT_IN_KEY_SYNTAX: &[char] = &['/', '<', '>', '*', '%', '&', ':', '\\', '?', '+'];
+
+/// A key segment `column='value'` in a URL path: everything but unreserved
+/// characters and the literal's own syntax is percent-encoded.
+const KEY_SEGMENT: &AsciiSet = &QUERY_VALUE.remove(b'=').remove(b'\'');
+
 /// An OData string literal: single quotes inside are doubled.
 pub fn odata_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
@@ -150,6 +158,9 @@ pub struct DataverseClient {
     pub policy: RetryPolicy,
     /// Shared by every request of this client: one pause, one parallelism.
     pub pacing: std::sync::Arc<pacing::Pacing>,
+    /// Whether the contact table has an active alternate key on the key
+    /// column, for the environment and column it was asked for.
+    unique_key: tokio::sync::Mutex<Option<(String, bool)>>,
 }
 
 /// The client bound to one configuration and one invocation's deadline.
@@ -166,6 +177,7 @@ impl DataverseClient {
             tokens: TokenCache::default(),
             policy,
             pacing: Default::default(),
+            unique_key: Default::default(),
         }
     }
 
@@ -202,17 +214,17 @@ impl Dataverse<'_> {
         body: Option<&Value>,
         replay: Replay,
     ) -> Result<Response, DataverseError> {
-        self.send_with(method, url, body, replay, None).await
+        self.send_with(method, url, body, replay, &[]).await
     }
 
-    /// `send`, with an optional `Prefer` header.
+    /// `send`, with extra headers (`Prefer`, a condition).
     async fn send_with(
         &self,
         method: Method,
         url: &str,
         body: Option<&Value>,
         replay: Replay,
-        prefer: Option<&str>,
+        headers: &[(&str, &str)],
     ) -> Result<Response, DataverseError> {
         let mut refreshed = false;
         loop {
@@ -233,12 +245,15 @@ impl Dataverse<'_> {
                             .header("Accept", "application/json")
                             .header("OData-MaxVersion", "4.0")
                             .header("OData-Version", "4.0");
-                        if method == Method::PATCH {
-                            // Update only: never create a contact by accident.
+                        // A PATCH without a condition would be an upsert:
+                        // update only, unless the caller asks otherwise.
+                        if method == Method::PATCH
+                            && !headers.iter().any(|(name, _)| *name == "If-None-Match")
+                        {
                             request = request.header("If-Match", "*");
                         }
-                        if let Some(prefer) = prefer {
-                            request = request.header("Prefer", prefer);
+                        for (name, value) in headers {
+                            request = request.header(*name, *value);
                         }
                         if let Some(body) = body {
                             request = request.json(body);
@@ -315,6 +330,48 @@ impl Dataverse<'_> {
             .await
     }
 
+    /// Creates the contact whose `contact_key` column is `key`, once per
+    /// person even when deliveries race: with an active alternate key on
+    /// that column, addressed by the key and create-only (`If-None-Match:
+    /// *`), so that a row another delivery created meanwhile is refused
+    /// rather than overwritten; else a plain create, which the key (when
+    /// the value cannot be written in key syntax) still guards.
+    /// `Ok(None)`: the contact exists already — apply the change as an update.
+    pub async fn create_contact_once(
+        &self,
+        key: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<Option<String>, DataverseError> {
+        let by_key = !key.contains(NOT_IN_KEY_SYNTAX) && self.contact_key_is_unique().await?;
+        let created = if by_key {
+            let mut body = fields.clone();
+            body.remove(&self.config.contact_key);
+            let segment = format!("{}={}", self.config.contact_key, odata_string(key));
+            let url = self.url(&format!(
+                "contacts({})",
+                utf8_percent_encode(&segment, KEY_SEGMENT)
+            ));
+            // Safe to repeat: a create that went through makes the repeat a
+            // refusal, read below as "exists".
+            self.send_with(
+                Method::PATCH,
+                &url,
+                Some(&Value::Object(body)),
+                Replay::Safe,
+                &[("If-None-Match", "*")],
+            )
+            .await
+            .and_then(|response| entity_id(&response, "contacts"))
+        } else {
+            self.create_contact(fields).await
+        };
+        match created {
+            Ok(id) => Ok(Some(id)),
+            Err(DataverseError::Api { status: 412, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One contact by id with the given columns; `None` when it no longer exists.
     pub async fn get_contact(
         &self,
@@ -384,22 +441,7 @@ impl Dataverse<'_> {
                 Replay::OnlyIfNotProcessed,
             )
             .await?;
-        let entity_id = response
-            .headers()
-            .get("OData-EntityId")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                DataverseError::BadAnswer(format!(
-                    "the created {entity_set} row's OData-EntityId header is missing"
-                ))
-            })?;
-        entity_id
-            .rsplit_once('(')
-            .and_then(|(_, rest)| rest.strip_suffix(')'))
-            .map(str::to_string)
-            .ok_or_else(|| {
-                DataverseError::BadAnswer("the OData-EntityId header holds no id".into())
-            })
+        entity_id(&response, entity_set)
     }
 
     /// Updates an existing row (`If-Match: *`: never an accidental create).
@@ -478,7 +520,13 @@ impl Dataverse<'_> {
         };
         let prefer = format!("odata.maxpagesize={page_size}");
         let response = self
-            .send_with(Method::GET, &url, None, Replay::Safe, Some(&prefer))
+            .send_with(
+                Method::GET,
+                &url,
+                None,
+                Replay::Safe,
+                &[("Prefer", &prefer)],
+            )
             .await?;
         let not_a_page =
             || DataverseError::BadAnswer(format!("a page of {what} is not an OData collection"));
@@ -501,6 +549,24 @@ impl Dataverse<'_> {
             .map_err(|_| DataverseError::BadAnswer("WhoAmI returned no UserId".into()))?;
         Ok(who.user_id)
     }
+}
+
+/// The id in a created row's `OData-EntityId` header.
+fn entity_id(response: &Response, entity_set: &str) -> Result<String, DataverseError> {
+    let entity_id = response
+        .headers()
+        .get("OData-EntityId")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            DataverseError::BadAnswer(format!(
+                "the created {entity_set} row's OData-EntityId header is missing"
+            ))
+        })?;
+    entity_id
+        .rsplit_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(str::to_string)
+        .ok_or_else(|| DataverseError::BadAnswer("the OData-EntityId header holds no id".into()))
 }
 
 /// A contact row as the Web API returns it: its id, and its columns

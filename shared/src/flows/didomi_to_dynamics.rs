@@ -346,8 +346,15 @@ pub async fn apply(
         };
         (None, contacts)
     } else {
-        let (outcome, contacts) =
-            apply_to_contacts(config, &session, change, user_id, desired, address_column).await?;
+        let (outcome, contacts) = apply_to_contacts(
+            config,
+            &session,
+            change.changed_at,
+            user_id,
+            desired,
+            address_column,
+        )
+        .await?;
         (Some(outcome), contacts)
     };
     let stale = matches!(&contacts_outcome, Some(ContactsOutcome::Stale));
@@ -412,7 +419,7 @@ pub async fn apply(
 }
 
 /// What became of the contacts of a delivery.
-enum ContactsOutcome {
+pub enum ContactsOutcome {
     Updated {
         contacts: usize,
         columns: BTreeSet<String>,
@@ -427,31 +434,28 @@ enum ContactsOutcome {
 
 /// Brings the contacts whose key is `user_id` in line with `desired`;
 /// returns them too (with `address_column` read), for the consent records.
-async fn apply_to_contacts(
+pub async fn apply_to_contacts(
     config: &Config,
     session: &crate::dataverse::Dataverse<'_>,
-    change: &ConsentChange,
+    changed_at: Option<i64>,
     user_id: &str,
     desired: Map<String, Value>,
     address_column: Option<&str>,
 ) -> Result<(ContactsOutcome, Vec<crate::dataverse::Contact>), DataverseError> {
     // The stale-event guard: the change's own time, against the time of the
     // last change applied to each contact.
-    let guard = config
-        .sync_timestamp_column
-        .as_deref()
-        .zip(change.changed_at);
+    let guard = config.sync_timestamp_column.as_deref().zip(changed_at);
     let mut columns: Vec<&str> = desired.keys().map(String::as_str).collect();
     columns.extend(guard.map(|(column, _)| column));
     columns.extend(address_column);
-    let contacts = session.find_contacts(user_id, &columns).await?;
+    let mut contacts = session.find_contacts(user_id, &columns).await?;
 
     if contacts.is_empty() {
         if !config.upsert_mode {
             let reason = "no contact matches and upsert_mode is off";
             return Ok((ContactsOutcome::Skipped(reason.into()), contacts));
         }
-        let mut fields = desired;
+        let mut fields = desired.clone();
         fields.insert(
             config.contact_key.clone(),
             Value::String(user_id.to_string()),
@@ -459,12 +463,25 @@ async fn apply_to_contacts(
         if let Some((column, at)) = guard {
             fields.insert(column.to_string(), Value::String(iso_utc(at)));
         }
-        let contact_id = session.create_contact(&fields).await?;
-        let created = crate::dataverse::Contact {
-            id: contact_id.clone(),
-            columns: fields,
-        };
-        return Ok((ContactsOutcome::Created { contact_id }, vec![created]));
+        match session.create_contact_once(user_id, &fields).await? {
+            Some(contact_id) => {
+                let created = crate::dataverse::Contact {
+                    id: contact_id.clone(),
+                    columns: fields,
+                };
+                return Ok((ContactsOutcome::Created { contact_id }, vec![created]));
+            }
+            // Another delivery created the person meanwhile: this one is an
+            // update of that contact, with the same comparison and guard.
+            None => {
+                contacts = session.find_contacts(user_id, &columns).await?;
+                if contacts.is_empty() {
+                    return Err(DataverseError::BadAnswer(
+                        "a contact refused as a duplicate could not be found by its key".into(),
+                    ));
+                }
+            }
+        }
     }
 
     let mut updated = 0;
