@@ -97,7 +97,8 @@ const DERIVED_PSEUDONYM_KEY_LABEL: &[u8] = b"consent-sync log pseudonym key v1";
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
-        reason: reason.into(),
+        // serde quotes the offending value whole: at most 64 characters.
+        reason: crate::input::cut_quoted(&reason.into()),
     }
 }
 
@@ -473,6 +474,8 @@ impl Config {
 /// serde_json appends "at line 1 column 42"; the field path already says where.
 fn strip_position(error: &serde_json::Error) -> String {
     let text = error.to_string();
+    // serde quotes the offending value: at most 64 characters of it.
+    let text = crate::input::cut_quoted(&text);
     match text.rfind(" at line ") {
         Some(i) if !error.is_syntax() && !error.is_eof() => text[..i].to_string(),
         _ => text,
@@ -777,5 +780,22 @@ mod tests {
     fn invalid_json_says_so() {
         let error = Config::from_json("{\"client_id\": ").unwrap_err();
         assert!(matches!(error, ConfigError::NotJson(_)), "{error}");
+    }
+
+    // Found by the property tests: serde quoted a wrong value whole.
+    #[test]
+    fn a_wrong_value_is_quoted_cut_in_the_error() {
+        for (field, value) in [
+            ("mappings", json!(["x".repeat(5_000)])),
+            ("didomi_webhook", json!({"auth": "y".repeat(5_000)})),
+        ] {
+            let mut config = valid();
+            config[field] = value;
+            let message = Config::from_json(&config.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(message.len() < 300, "{message}");
+            assert!(message.contains("…"), "{message}");
+        }
     }
 }

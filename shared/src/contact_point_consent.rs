@@ -143,7 +143,7 @@ pub struct SectionError {
 fn error(field: impl Into<String>, reason: impl Into<String>) -> SectionError {
     SectionError {
         field: format!("contact_point_consent{}", field.into()),
-        reason: reason.into(),
+        reason: crate::input::cut_quoted(&reason.into()),
     }
 }
 

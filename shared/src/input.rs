@@ -53,6 +53,43 @@ pub fn quoted(value: &str) -> String {
     format!("{cut:?}")
 }
 
+/// `text` with every quoted part (`"…"` or `` `…` ``) cut to 64
+/// characters, as serde's messages quote the offending value whole.
+pub fn cut_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(1_024));
+    let mut quoted: Option<usize> = None;
+    let mut quote = '"';
+    let mut escaped = false;
+    for c in text.chars() {
+        match quoted {
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    quote = c;
+                    quoted = Some(0);
+                }
+            }
+            Some(n) => {
+                let closing = c == quote && !escaped;
+                escaped = c == '\\' && !escaped;
+                if closing {
+                    if n > MAX_QUOTED_CHARS {
+                        out.push('…');
+                    }
+                    out.push(c);
+                    quoted = None;
+                } else {
+                    if n < MAX_QUOTED_CHARS {
+                        out.push(c);
+                    }
+                    quoted = Some(n + 1);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A caller's value for a sentence in an answer or a log line: itself,
 /// quoted, when it is one of `known`; otherwise only its length.
 pub fn shown(value: &str, known: &[&str], what: &str) -> String {
@@ -119,6 +156,29 @@ mod tests {
         assert_eq!(
             shown("jane.doe@example.com", EVENT_STATUSES, "status"),
             "(unknown status, 20 characters)"
+        );
+    }
+
+    #[test]
+    fn quoted_parts_of_a_message_are_cut() {
+        let long = "x".repeat(5_000);
+        let message = format!("invalid type: string \"{long}\", expected a map");
+        let cut = cut_quoted(&message);
+        assert_eq!(
+            cut,
+            format!(
+                "invalid type: string \"{}…\", expected a map",
+                "x".repeat(64)
+            )
+        );
+        assert_eq!(cut_quoted("a \"b\\\"c\" d"), "a \"b\\\"c\" d");
+        let variant = format!("unknown variant `{long}`, expected `jwt` or `none`");
+        assert_eq!(
+            cut_quoted(&variant),
+            format!(
+                "unknown variant `{}…`, expected `jwt` or `none`",
+                "x".repeat(64)
+            )
         );
     }
 
