@@ -11,7 +11,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -57,21 +56,11 @@ impl Gateway {
     ) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(address).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        // API Gateway accepts payloads up to 10 MB; the function enforces its own, lower limit.
-        let app = axum::Router::new()
-            .fallback(invoke)
-            .layer(axum::extract::DefaultBodyLimit::max(10 * 1024 * 1024))
-            .with_state(Route {
-                handler,
-                jwt_claims,
-            });
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await;
+        let app = axum::Router::new().fallback(invoke).with_state(Route {
+            handler,
+            jwt_claims,
         });
+        let server = tokio::spawn(crate::serve::serve(listener, app));
         Ok(Gateway { url, server })
     }
 }
@@ -192,8 +181,14 @@ async fn invoke(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // API Gateway accepts payloads up to 10 MB; the function enforces its
+    // own, lower limit.
+    let body = match crate::serve::read_body(&headers, body, 10 * 1024 * 1024).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let event = event(
         &method,
         &uri,

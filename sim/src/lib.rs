@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod keys;
 pub mod registration;
 pub mod runtime_api;
+pub mod serve;
 pub mod sqs;
 pub mod webhooks;
 
@@ -28,7 +29,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
@@ -149,7 +149,12 @@ pub struct SimState {
     pub contacts: Vec<Map<String, Value>>,
     pub dataverse_faults: VecDeque<Fault>,
     pub token_faults: VecDeque<Fault>,
+    /// The most recent requests (at most `RECORDED_WINDOW`).
     pub requests: Vec<Recorded>,
+    /// Dataverse and Didomi requests since the last `clear_requests`,
+    /// beyond the recorded window too.
+    pub dataverse_total: usize,
+    pub didomi_total: usize,
     /// The webhook registration tables, by entity set.
     pub tables: BTreeMap<&'static str, registration::Table>,
     pub didomi: DidomiState,
@@ -318,9 +323,7 @@ impl Simulator {
         let app = axum::Router::new()
             .fallback(dispatch)
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let server = tokio::spawn(serve::serve(listener, app));
         Ok(Simulator { url, state, server })
     }
 
@@ -440,7 +443,17 @@ impl Simulator {
     }
 
     pub fn clear_requests(&self) {
-        self.state().requests.clear();
+        let mut state = self.state();
+        state.requests.clear();
+        state.dataverse_total = 0;
+        state.didomi_total = 0;
+    }
+
+    /// (Dataverse, Didomi) requests since the last `clear_requests`, beyond
+    /// the recorded window too.
+    pub fn request_counts(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.dataverse_total, state.didomi_total)
     }
 
     /// The next `times` Didomi API requests fail with `fault`.
@@ -579,8 +592,12 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match serve::read_body(&headers, body, MAX_REQUEST_BYTES).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     if let Some(action) = sqs::action(&headers) {
         return sqs::serve(&state, &action, &headers, &body).await;
     }
@@ -590,6 +607,15 @@ async fn dispatch(
     let is_didomi = path.starts_with("/v1/");
     let fault = {
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.requests.len() >= RECORDED_WINDOW {
+            // A bounded window: the oldest tenth goes at once.
+            state.requests.drain(..RECORDED_WINDOW / 10);
+        }
+        if is_didomi {
+            state.didomi_total += 1;
+        } else if !is_token {
+            state.dataverse_total += 1;
+        }
         state.requests.push(Recorded {
             method: method.to_string(),
             path_and_query: uri
@@ -601,7 +627,9 @@ async fn dispatch(
                 .filter(|(name, _)| *name != "authorization")
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
                 .collect(),
-            body: serde_json::from_slice(&body).ok(),
+            body: (body.len() <= RECORDED_BODY_BYTES)
+                .then(|| serde_json::from_slice(&body).ok())
+                .flatten(),
         });
         if is_token {
             state.token_faults.pop_front()
@@ -692,6 +720,14 @@ fn with_dop_hint(state: &Mutex<SimState>, other_service: bool, mut response: Res
     }
     response
 }
+
+/// Requests kept for inspection: a long local run stays bounded.
+pub const RECORDED_WINDOW: usize = 20_000;
+/// Bodies larger than this are not kept with their request.
+const RECORDED_BODY_BYTES: usize = 256 * 1024;
+/// The largest request body the simulator reads (a bulk message of 1,000
+/// rows fits many times).
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// The configuration the local run starts from (`events/local-config.json`).
 pub const LOCAL_CONFIG: &str = include_str!("../../events/local-config.json");

@@ -93,8 +93,7 @@ async fn main() {
         let (elapsed, peak, report) = tokio::task::spawn_blocking(move || reconcile(&path, &args))
             .await
             .unwrap();
-        let dataverse = sim.dataverse_requests().len();
-        let didomi = sim.didomi_requests().len();
+        let (dataverse, didomi) = sim.request_counts();
         println!(
             "{name:<13} wall {:>7.2} s  differing {:>6}  written {:>6}  Dataverse requests {:>5} (429: {:>2})  Didomi requests {:>6}  peak memory {:>7} kB",
             elapsed.as_secs_f64(),
