@@ -460,3 +460,40 @@ fn commands_without_a_configuration_say_how_to_give_one() {
         "consent-sync: no configuration: pass --config FILE or set CONFIG_SECRET_ID to the secret's name or ARN"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_exit_code_tells_a_script_whether_a_report_found_differences() {
+    let sim = simulator().await;
+    let path = config_file(&sim, |_| {});
+    sim.state().didomi.user_mut("jane.doe@example.com").consents = json!({
+        "purposes": [{"id": "marketing", "enabled": false}]
+    })
+    .as_object()
+    .cloned()
+    .unwrap();
+    let run = |args: &'static [&'static str]| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || with_config(&path, args))
+    };
+    let (code, stdout, _) = run(&["reconcile"]).await.unwrap();
+    assert_eq!(code, 0, "a run that worked: {stdout}");
+    assert!(stdout.contains("differing contacts      1"), "{stdout}");
+    let (code, _, _) = run(&["reconcile", "--exit-code"]).await.unwrap();
+    assert_eq!(code, 2, "a report that found differences");
+    let (code, _, _) = run(&["reconcile", "--apply", "--exit-code"]).await.unwrap();
+    assert_eq!(code, 0, "applied");
+    let (code, stdout, _) = run(&["reconcile", "--exit-code"]).await.unwrap();
+    assert_eq!(code, 0, "nothing differs any more: {stdout}");
+
+    let (code, _, stderr) = consent_sync(&["local", "--json"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--json is not available"), "{stderr}");
+    let (_, _, stderr) = consent_sync(&["reconcle"]);
+    assert!(
+        stderr.contains("a similar subcommand exists: 'reconcile'"),
+        "{stderr}"
+    );
+    let (_, help, _) = consent_sync(&["replay", "--help"]);
+    assert!(help.contains("[env: PARKED_QUEUE_URL"), "{help}");
+    assert!(help.contains("[env: CONFIG_SECRET_ID"), "{help}");
+}

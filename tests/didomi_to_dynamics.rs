@@ -461,6 +461,8 @@ async fn a_creation_is_not_repeated_after_an_unclear_outcome() {
         .deliver(&post(&sample("didomi-event-created.json")))
         .await;
     fixture.sim.fail_dataverse(1, Fault::Delay(Duration::ZERO));
+    // The alternate-key lookup that precedes a warm function's first create.
+    fixture.sim.fail_dataverse(1, Fault::Delay(Duration::ZERO));
     fixture.sim.fail_dataverse(
         1,
         Fault::Status {

@@ -13,11 +13,16 @@ use consent_sync_cli::{report, webhook};
     about = "Keeps Didomi consent choices and Dynamics 365 contacts in step"
 )]
 struct Cli {
-    /// The configuration (the secret's JSON) in a file. Without it, the secret
-    /// named by CONFIG_SECRET_ID; `local` uses its embedded default instead.
+    /// The configuration (the secret's JSON) in a file, instead of the
+    /// secret; `local` uses its embedded default without it.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Print one JSON document instead of a summary (for scripts).
+    /// The Secrets Manager secret (name or ARN) holding the configuration,
+    /// read with your AWS credentials when --config is not given.
+    #[arg(long, global = true, value_name = "ID", env = "CONFIG_SECRET_ID")]
+    secret_id: Option<String>,
+    /// Print one JSON document instead of a summary, for scripts (every
+    /// command but `local`, whose walkthrough is for a person).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -49,8 +54,8 @@ enum Command {
     /// reads each one's current truth from its source and applies it;
     /// deletes a record once applied or up to date.
     Replay {
-        /// A queue's URL; repeat for several (default: PARKED_QUEUE_URL).
-        #[arg(long = "queue", value_name = "URL")]
+        /// A queue's URL; repeat for several (both dead-letter queues).
+        #[arg(long = "queue", value_name = "URL", env = "PARKED_QUEUE_URL")]
         queues: Vec<String>,
         /// Go through every record and say what each would do; change
         /// nothing, and leave each record visible as it was.
@@ -74,6 +79,11 @@ enum Command {
         /// default 100); smaller when plug-ins make contact writes slow.
         #[arg(long, value_name = "N")]
         batch_size: Option<usize>,
+        /// Exit with status 2 when a report (without --apply) found
+        /// differences, for scripts and scheduled checks; without it a run
+        /// that worked exits 0 whatever it found.
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Prints the pseudonym that stands for a Didomi organization_user_id in
     /// the functions' logs (keyed by log_pseudonym_key), to find its lines.
@@ -108,12 +118,14 @@ enum WebhookCommand {
     },
     /// Removes exactly what `register` made.
     Unregister {
+        /// Name of the service endpoint `register` created.
         #[arg(long, default_value = consent_sync::dataverse::registration::DEFAULT_NAME)]
         name: String,
     },
     /// Shows the registration, whether it matches the configuration, and
     /// recent failed deliveries.
     Status {
+        /// Name of the service endpoint `register` created.
         #[arg(long, default_value = consent_sync::dataverse::registration::DEFAULT_NAME)]
         name: String,
     },
@@ -130,7 +142,15 @@ enum ConfigCommand {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     consent_sync::logging::init_stderr("warn");
+    if let Some(secret_id) = &cli.secret_id {
+        // The one place the configuration loaders read it from.
+        std::env::set_var(consent_sync::config_source::CONFIG_SECRET_ID, secret_id);
+    }
     let ok = match cli.command {
+        Command::Local { .. } if cli.json => {
+            eprintln!("consent-sync: `local` prints a walkthrough for a person; --json is not available for it");
+            false
+        }
         Command::Local { event, port, serve } => {
             let result = consent_sync_cli::local::run(consent_sync_cli::local::Options {
                 config: cli.config,
@@ -171,6 +191,7 @@ async fn main() -> ExitCode {
             apply,
             limit,
             batch_size,
+            exit_code,
         } => {
             let options = consent_sync_cli::reconcile::Options {
                 from: match from {
@@ -185,7 +206,15 @@ async fn main() -> ExitCode {
                 Err(reason) => Err(reason),
                 Ok(config) => consent_sync_cli::reconcile::run(&config, options).await,
             };
-            report::print(result, cli.json)
+            let differing = result
+                .as_ref()
+                .map(|r| r.json["differing"].as_u64().unwrap_or(0) > 0)
+                .unwrap_or(false);
+            let ok = report::print(result, cli.json);
+            if ok && exit_code && !apply && differing {
+                return ExitCode::from(2);
+            }
+            ok
         }
         Command::Pseudonym {
             organization_user_id,

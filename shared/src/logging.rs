@@ -1,6 +1,6 @@
 //! JSON log lines, and pseudonyms for identifiers that must not be logged.
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::secret::Secret;
 use tracing_subscriber::EnvFilter;
@@ -49,21 +49,13 @@ where
         .try_init();
 }
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104), from the `hmac` crate the AWS SDK compiles too.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = Sha256::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    use hmac::{KeyInit, Mac};
+    // Any key length is valid for HMAC: the error cannot happen.
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// Keyed, short, stable stand-ins for personal identifiers (an e-mail
@@ -102,6 +94,7 @@ impl<'a> Pseudonyms<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     #[test]
     fn the_templates_rust_log_directives_parse() {

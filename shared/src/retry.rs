@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use crate::dataverse::pacing::{Pacing, PausedPastDeadline};
@@ -117,7 +116,7 @@ impl RetryPolicy {
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         let cap = exp.min(self.max_delay);
         let millis = cap.as_millis() as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis.max(1)))
+        Duration::from_millis(fastrand::u64(millis / 2..=millis.max(1)))
     }
 
     /// Sends the request that `build` makes, again after transient failures,

@@ -322,9 +322,15 @@ mod tests {
         );
         assert!(!typed.contains("jane"));
         let target = error(
-            r#"{"MessageName": "Update", "PrimaryEntityName": "contact", "PrimaryEntityId": "x",
+            r#"{"MessageName": "Update", "PrimaryEntityName": "contact", "PrimaryEntityId": "6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c",
                 "InputParameters": [{"key": "Target", "value": {"Attributes": "jane@example.com"}}]}"#,
         );
         assert!(target.contains("Target"), "{target}");
+        assert_eq!(
+            error(
+                r#"{"MessageName": "Update", "PrimaryEntityName": "contact", "PrimaryEntityId": "x"}"#
+            ),
+            "`PrimaryEntityId` is not a GUID (1 characters)"
+        );
     }
 }
