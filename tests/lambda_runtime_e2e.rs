@@ -65,13 +65,31 @@ async fn the_lambda_binary_syncs_deliveries_with_one_secret_read_and_one_token()
         .collect();
     let handled: Vec<&Value> = lines
         .iter()
-        .filter(|l| l["fields"]["message"] == "delivery handled")
+        .filter(|l| l["message"] == "delivery handled")
         .collect();
     assert_eq!(handled.len(), 20, "{logs}");
-    assert!(
-        handled.iter().all(|l| l["span"]["requestId"].is_string()),
-        "{logs}"
+    // Flat lines as Lambda, Logs Insights and Powertools read them.
+    for line in &handled {
+        assert!(line["requestId"].is_string(), "{line}");
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert_eq!(line["service"], "didomi-to-dynamics", "{line}");
+        let timestamp = line["timestamp"].as_str().unwrap_or_default();
+        assert!(timestamp.len() == 24 && timestamp.ends_with('Z'), "{line}");
+        assert!(
+            line.get("fields").is_none() && line.get("span").is_none(),
+            "{line}"
+        );
+    }
+    let cold: Vec<bool> = handled
+        .iter()
+        .map(|l| l["cold_start"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        cold.iter().filter(|c| **c).count(),
+        1,
+        "only the first invocation is cold"
     );
+    assert!(cold[0]);
     for forbidden in [
         "jane.doe@example.com",
         "local-client-secret",
@@ -259,7 +277,7 @@ async fn both_binaries_carry_each_change_once_and_never_echo() {
         let users: Vec<String> = logs
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|l| l["fields"]["user"].as_str().map(str::to_string))
+            .filter_map(|l| l["user"].as_str().map(str::to_string))
             .filter(|u| u != "-")
             .collect();
         assert!(!users.is_empty(), "{logs}");
@@ -290,7 +308,7 @@ async fn both_binaries_carry_each_change_once_and_never_echo() {
     let handled = reverse_logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["fields"]["message"] == "change handled")
+        .filter(|l| l["message"] == "change handled")
         .count();
     assert_eq!(handled, 2, "{reverse_logs}");
     for logs in [&forward_logs, &reverse_logs] {

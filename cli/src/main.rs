@@ -141,7 +141,11 @@ enum ConfigCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    consent_sync::logging::init_stderr("warn");
+    // Log lines go around the reconcile progress line, never into it.
+    consent_sync::logging::init_with(
+        || consent_sync_cli::reconcile::progress::AroundProgress,
+        "warn",
+    );
     if let Some(secret_id) = &cli.secret_id {
         // The one place the configuration loaders read it from.
         std::env::set_var(consent_sync::config_source::CONFIG_SECRET_ID, secret_id);

@@ -22,7 +22,7 @@ fn diagnostic(error: impl Into<InvocationError>) -> Diagnostic {
 // spares the thread hand-offs of a multi-threaded one.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    consent_sync::logging::init();
+    consent_sync::logging::init("dynamics-to-didomi");
     // An environment problem fails each invocation with its message, rather
     // than the whole init, so that it shows where the operator looks first.
     let function = DynamicsToDidomi::from_env().await;

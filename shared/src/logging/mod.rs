@@ -1,15 +1,29 @@
 //! JSON log lines, and pseudonyms for identifiers that must not be logged.
 
+pub mod lambda_format;
+
 use sha2::Sha256;
 
 use crate::secret::Secret;
 use tracing_subscriber::EnvFilter;
 
-/// Starts JSON logging to standard output, where Lambda collects it. The
-/// level comes from `RUST_LOG`, else from Lambda's `AWS_LAMBDA_LOG_LEVEL`,
-/// else `info`.
-pub fn init() {
-    init_with(std::io::stdout, "info");
+/// Starts logging to standard output, where Lambda collects it, one flat
+/// JSON object a line as Lambda and CloudWatch read them
+/// ([`lambda_format`]); `service` names the function. The level comes from
+/// `RUST_LOG`, else from Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
+pub fn init(service: &str) {
+    let format = lambda_format::LambdaJson {
+        service: std::env::var("POWERTOOLS_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| service.to_string()),
+    };
+    let _ = tracing_subscriber::fmt()
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(format)
+        .with_writer(std::io::stdout)
+        .with_env_filter(filter("info"))
+        .try_init();
 }
 
 /// JSON logging to standard error, for the CLI, whose standard output is
@@ -18,11 +32,28 @@ pub fn init_stderr(default_level: &str) {
     init_with(std::io::stderr, default_level);
 }
 
-fn init_with<W>(writer: W, default_level: &str)
+/// [`init_stderr`], writing through `writer` (the CLI's, which keeps log
+/// lines out of a progress line).
+pub fn init_with<W>(writer: W, default_level: &str)
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = match std::env::var("RUST_LOG") {
+    // try_init: a second call (tests, the local run) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_writer(writer)
+        .with_env_filter(filter(default_level))
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(false)
+        .try_init();
+}
+
+/// `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `default_level`; the AWS
+/// SDK's own info lines are noise in every invocation.
+fn filter(default_level: &str) -> EnvFilter {
+    match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::new(directives),
         _ => {
             let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
@@ -31,22 +62,11 @@ where
                 .map(|l| if l == "fatal" { "error".to_string() } else { l })
                 .filter(|l| ["trace", "debug", "info", "warn", "error"].contains(&l.as_str()))
                 .unwrap_or_else(|| default_level.to_string());
-            // The AWS SDK's info lines are noise in every invocation.
             EnvFilter::new(format!(
                 "{level},aws_config=warn,aws_smithy_runtime=warn,hyper_util=warn"
             ))
         }
-    };
-    // try_init: a second call (tests, the local run) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_writer(writer)
-        .with_env_filter(filter)
-        // The runtime's span carries the invocation's requestId.
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(false)
-        .try_init();
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104), from the `hmac` crate the AWS SDK compiles too.
