@@ -32,6 +32,45 @@ impl Rejection {
     }
 }
 
+/// What a downstream failure was, as errors say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Unavailable or throttling: a later attempt may work.
+    MayPass,
+    /// A service refused what consent-sync sent.
+    Refused,
+    /// The credentials or the configuration need the operator.
+    Configuration,
+    /// What the request carries no system could accept.
+    BadInput,
+}
+
+/// The answer a sender gets for a failure that was not parked: 503 when a
+/// later attempt may work (both senders redeliver), 502 when a service
+/// refused what consent-sync sent, 500 when the operator must fix the
+/// credentials or configuration, 400 when the request is at fault.
+pub fn status_for(failure: Failure) -> u16 {
+    match failure {
+        Failure::MayPass => 503,
+        Failure::Refused => 502,
+        Failure::Configuration => 500,
+        Failure::BadInput => 400,
+    }
+}
+
+/// Answers a request refused before any work, and says so in the log and
+/// the metrics.
+pub fn rejected(rejection: Rejection, started: std::time::Instant) -> ApiGatewayV2httpResponse {
+    crate::metrics::count("rejected");
+    tracing::warn!(
+        status = rejection.status,
+        error = %rejection.message,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request rejected"
+    );
+    rejection.into()
+}
+
 pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = status.into();

@@ -510,6 +510,20 @@ pub fn consents_from_columns(
     })
 }
 
+/// The desired columns whose current value differs. Writing an unchanged
+/// value is not free in Dataverse: it fires plugins, webhooks (including our
+/// own, which would echo) and audit entries.
+pub fn differences(
+    desired: &Map<String, Value>,
+    current: &Map<String, Value>,
+) -> Map<String, Value> {
+    desired
+        .iter()
+        .filter(|(column, value)| current.get(*column).unwrap_or(&Value::Null) != *value)
+        .map(|(column, value)| (column.clone(), value.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,5 +731,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `invret`"), "{err}");
+    }
+
+    #[test]
+    fn only_differing_columns_are_written() {
+        let desired = json!({"donotbulkemail": true, "donotemail": false, "new_topics": "news"});
+        let current = json!({"donotbulkemail": true, "donotemail": null});
+        let changes = differences(desired.as_object().unwrap(), current.as_object().unwrap());
+        assert_eq!(
+            Value::Object(changes),
+            json!({"donotemail": false, "new_topics": "news"})
+        );
     }
 }

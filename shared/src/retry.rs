@@ -4,7 +4,41 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::{RequestBuilder, Response, StatusCode};
 
-use crate::dataverse::pacing::{Pacing, PausedPastDeadline};
+/// What paces a service's requests by its own signals (Dataverse's shared
+/// pause and parallelism hint): each attempt waits for its turn, and every
+/// answer is shown to it.
+pub trait Pace {
+    /// A request's place among those in flight; released when dropped.
+    type Turn<'a>
+    where
+        Self: 'a;
+
+    /// Waits for a turn; gives up at once when the pause outlasts `remaining`.
+    fn ready(
+        &self,
+        remaining: Duration,
+    ) -> impl std::future::Future<Output = Result<Self::Turn<'_>, PausedPastDeadline>>;
+
+    /// Reads an answer's pacing signals.
+    fn observe(&self, response: &Response);
+}
+
+/// The pause a service asked for is longer than the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PausedPastDeadline;
+
+/// No pacing: every attempt goes at once.
+pub struct Unpaced;
+
+impl Pace for Unpaced {
+    type Turn<'a> = ();
+
+    async fn ready(&self, _: Duration) -> Result<(), PausedPastDeadline> {
+        Ok(())
+    }
+
+    fn observe(&self, _: &Response) {}
+}
 
 /// The moment by which the current invocation must have answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,18 +162,19 @@ impl RetryPolicy {
         replay: Replay,
         build: impl FnMut() -> RequestBuilder,
     ) -> Result<Response, SendError> {
-        self.send_paced(deadline, replay, None, build).await
+        self.send_paced(deadline, replay, None::<&Unpaced>, build)
+            .await
     }
 
     /// `send`, each attempt waiting for its turn under `pacing` (Dataverse's
     /// shared pause and parallelism hint). A service protection 429 then
     /// costs no attempt: the shared pause is the wait, and only the deadline
     /// bounds how often it may come.
-    pub async fn send_paced(
+    pub async fn send_paced<P: Pace>(
         &self,
         deadline: Deadline,
         replay: Replay,
-        pacing: Option<&Pacing>,
+        pacing: Option<&P>,
         mut build: impl FnMut() -> RequestBuilder,
     ) -> Result<Response, SendError> {
         let mut attempts = 0;
@@ -182,7 +217,7 @@ impl RetryPolicy {
                 Ok(response) => {
                     let status = response.status();
                     if let Some(pacing) = pacing {
-                        pacing.observe(status.as_u16(), dop_hint(response), retry_after(response));
+                        pacing.observe(response);
                         if status == StatusCode::TOO_MANY_REQUESTS {
                             attempts -= 1;
                         }
@@ -223,18 +258,6 @@ impl RetryPolicy {
             }
         }
     }
-}
-
-/// `x-ms-dop-hint`: Dataverse's recommended number of requests in flight.
-fn dop_hint(response: &Response) -> Option<usize> {
-    response
-        .headers()
-        .get("x-ms-dop-hint")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Less time than this left is not worth another attempt.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use consent_sync::dataverse::bulk::Row;
 use consent_sync::dataverse::{Contact, DataverseClient};
 use consent_sync::didomi::{DidomiClient, DidomiUser};
-use consent_sync::didomi_to_dynamics::differences;
+use consent_sync::mapping::differences;
 use consent_sync::mapping::{
     columns_differing_from_choices, columns_from_consents, consents_for_changes,
     didomi_choices_as_columns,

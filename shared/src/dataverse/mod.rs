@@ -111,17 +111,16 @@ impl DataverseError {
         }
     }
 
-    /// The answer for a webhook that failed on this: 503 when trying again
-    /// later may work (the sender redelivers), 502 when Dataverse refused
-    /// what consent-sync sent, 500 when Entra ID refused the credentials —
-    /// a configuration or data problem for the operator.
-    pub fn http_status(&self) -> u16 {
+    /// What happened, for whoever decides the answer.
+    pub fn failure(&self) -> crate::gateway::Failure {
+        use crate::gateway::Failure;
         match self {
-            DataverseError::Token(TokenError::Refused { .. }) if !self.is_transient() => 500,
-            DataverseError::Unresolved(_) => 500,
-            DataverseError::NotAGuid(_) => 400,
-            _ if self.is_transient() => 503,
-            _ => 502,
+            _ if self.is_transient() => Failure::MayPass,
+            DataverseError::Token(TokenError::Refused { .. }) | DataverseError::Unresolved(_) => {
+                Failure::Configuration
+            }
+            DataverseError::NotAGuid(_) => Failure::BadInput,
+            _ => Failure::Refused,
         }
     }
 }

@@ -67,9 +67,36 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The pause Dataverse asked for is longer than the time left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PausedPastDeadline;
+pub use crate::retry::PausedPastDeadline;
+
+impl crate::retry::Pace for Pacing {
+    type Turn<'a> = InFlight<'a>;
+
+    async fn ready(&self, remaining: Duration) -> Result<InFlight<'_>, PausedPastDeadline> {
+        Pacing::ready(self, remaining).await
+    }
+
+    fn observe(&self, response: &reqwest::Response) {
+        Pacing::observe(
+            self,
+            response.status().as_u16(),
+            dop_hint(response),
+            crate::retry::retry_after(response),
+        );
+    }
+}
+
+/// `x-ms-dop-hint`: Dataverse's recommended number of requests in flight.
+fn dop_hint(response: &reqwest::Response) -> Option<usize> {
+    response
+        .headers()
+        .get("x-ms-dop-hint")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 impl Pacing {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

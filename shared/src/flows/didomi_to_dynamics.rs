@@ -14,8 +14,10 @@ use crate::dataverse::consent_records::{reason, RecordWrites, Resolved, Resolved
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::didomi::DidomiClient;
-use crate::gateway::{authenticate_didomi, body_bytes, json_response, require_post, Rejection};
-use crate::mapping::columns_from_consents;
+use crate::gateway::{
+    authenticate_didomi, body_bytes, json_response, rejected, require_post, Rejection,
+};
+use crate::mapping::{columns_from_consents, differences};
 use crate::parking::drain::{drain, BatchResponse, Sources, SqsEvent};
 use crate::parking::{
     failure_response, now_utc, park_failure, ParkedDelivery, Parking, DIDOMI_TO_DYNAMICS,
@@ -175,7 +177,7 @@ impl DidomiToDynamics {
                     &error.to_string(),
                     change.organization_user_id.as_deref().unwrap_or_default(),
                 );
-                let status = error.http_status();
+                let status = crate::gateway::status_for(error.failure());
 
                 let record = ParkedDelivery {
                     direction: DIDOMI_TO_DYNAMICS.into(),
@@ -249,17 +251,6 @@ impl crate::invocation::Function for DidomiToDynamics {
         };
         drain(sources, batch, deadline).await
     }
-}
-
-pub(crate) fn rejected(rejection: Rejection, started: Instant) -> ApiGatewayV2httpResponse {
-    crate::metrics::count("rejected");
-    tracing::warn!(
-        status = rejection.status,
-        error = %rejection.message,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request rejected"
-    );
-    rejection.into()
 }
 
 fn answered(
@@ -522,34 +513,4 @@ pub async fn apply_to_contacts(
         ContactsOutcome::Skipped("the contact is already up to date".into())
     };
     Ok((outcome, contacts))
-}
-
-/// The desired columns whose current value differs. Writing an unchanged
-/// value is not free in Dataverse: it fires plugins, webhooks (including our
-/// own, which would echo) and audit entries.
-pub fn differences(
-    desired: &Map<String, Value>,
-    current: &Map<String, Value>,
-) -> Map<String, Value> {
-    desired
-        .iter()
-        .filter(|(column, value)| current.get(*column).unwrap_or(&Value::Null) != *value)
-        .map(|(column, value)| (column.clone(), value.clone()))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_differing_columns_are_written() {
-        let desired = json!({"donotbulkemail": true, "donotemail": false, "new_topics": "news"});
-        let current = json!({"donotbulkemail": true, "donotemail": null});
-        let changes = differences(desired.as_object().unwrap(), current.as_object().unwrap());
-        assert_eq!(
-            Value::Object(changes),
-            json!({"donotemail": false, "new_topics": "news"})
-        );
-    }
 }

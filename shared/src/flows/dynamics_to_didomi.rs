@@ -18,9 +18,8 @@ use crate::dataverse::consent_records::{
 use crate::dataverse::webhook::{is_truncated, parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::{DidomiClient, DidomiError};
-use crate::flows::didomi_to_dynamics::rejected;
 use crate::gateway::{
-    authenticate_key, body_bytes, header, json_response, require_post, Rejection,
+    authenticate_key, body_bytes, header, json_response, rejected, require_post, Rejection,
 };
 use crate::mapping::{columns_for_changes, consents_from_columns};
 use crate::parking::drain::{drain, BatchResponse, Sources, SqsEvent};
@@ -110,14 +109,14 @@ impl SyncError {
         }
     }
 
-    /// 503 when a later attempt may work, 502 when a service refused what
-    /// consent-sync sent (or Entra ID the credentials: 500).
-    pub fn http_status(&self) -> u16 {
+    /// What happened, for whoever decides the answer.
+    pub fn failure(&self) -> crate::gateway::Failure {
+        use crate::gateway::Failure;
         match self {
-            SyncError::Dataverse(e) => e.http_status(),
-            SyncError::Didomi(e) if e.is_transient() => 503,
-            SyncError::Didomi(_) => 502,
-            SyncError::BadInput(_) => 400,
+            SyncError::Dataverse(e) => e.failure(),
+            SyncError::Didomi(e) if e.is_transient() => Failure::MayPass,
+            SyncError::Didomi(_) => Failure::Refused,
+            SyncError::BadInput(_) => Failure::BadInput,
         }
     }
 }
@@ -208,7 +207,7 @@ impl DynamicsToDidomi {
                 let pseudonyms = config.pseudonyms();
                 let message =
                     pseudonyms.redact(&error.to_string(), user.as_deref().unwrap_or_default());
-                let status = error.http_status();
+                let status = crate::gateway::status_for(error.failure());
 
                 let consent_record = change.entity == crate::contact_point_consent::ENTITY;
                 let record = ParkedDelivery {

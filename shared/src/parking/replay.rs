@@ -14,9 +14,11 @@ use crate::dataverse::consent_records::{RecordWrites, Resolved};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{ConsentChange, Scope};
 use crate::didomi::{DidomiClient, DidomiError};
-use crate::flows::didomi_to_dynamics::{apply, differences, Outcome};
+use crate::flows::didomi_to_dynamics::{apply, Outcome};
 use crate::flows::dynamics_to_didomi::consent_event_for_record;
-use crate::mapping::{columns_differing_from_didomi, columns_from_consents, consents_for_changes};
+use crate::mapping::{
+    columns_differing_from_didomi, columns_from_consents, consents_for_changes, differences,
+};
 use crate::parking::{ParkedDelivery, DIDOMI_TO_DYNAMICS, DYNAMICS_TO_DIDOMI};
 use crate::retry::Deadline;
 
