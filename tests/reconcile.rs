@@ -290,3 +290,69 @@ async fn a_batch_with_a_contact_deleted_meanwhile_applies_the_others_and_reports
         .iter()
         .all(|t| t["contactid"] != deleted.as_str()));
 }
+
+/// With `sync_timestamp_column`, reconcile writes as the functions write:
+/// the change's time with the columns, so that a late older event is
+/// skipped, and a contact holding a newer change is left alone.
+#[tokio::test]
+async fn given_the_stale_event_guard_reconcile_writes_the_time_and_a_late_older_event_is_skipped() {
+    let fixture = consent_sync_tests::Fixture::new(|config| {
+        config["sync_timestamp_column"] = json!("new_consentsyncedon");
+    })
+    .await;
+    let sim = &fixture.sim;
+    for (user, at) in [
+        ("jane.doe@example.com", "2026-11-30T08:00:00Z"),
+        ("o'brien+news&co@example.com", "2026-11-30T08:00:00Z"),
+    ] {
+        let mut state = sim.state();
+        let didomi_user = state.didomi.user_mut(user);
+        didomi_user.consents = json!({"purposes": [{"id": "marketing", "enabled": false}]})
+            .as_object()
+            .cloned()
+            .unwrap();
+        didomi_user.updated_at = at.into();
+    }
+    // O'Brien's contact holds a change newer than Didomi's state.
+    sim.set_contact_columns(
+        consent_sync_tests::OBRIEN,
+        json!({"new_consentsyncedon": "2026-11-30T09:00:00Z"}),
+    );
+    let config = Config::from_json(&{
+        let mut c = sim.config();
+        c["sync_timestamp_column"] = json!("new_consentsyncedon");
+        c.to_string()
+    })
+    .unwrap();
+
+    let report = run(&config, options(From::Didomi, true, None))
+        .await
+        .unwrap();
+    assert!(report.ok, "{}", report.text);
+    assert_eq!(report.json["newer_than_didomi"], 1, "{}", report.text);
+    assert_eq!(report.json["per_column"], json!({"donotbulkemail": 1}));
+    let jane = fixture.contact(consent_sync_tests::JANE);
+    assert_eq!(jane["donotbulkemail"], json!(true));
+    assert_eq!(jane["new_consentsyncedon"], json!("2026-11-30T08:00:00Z"));
+    let obrien = fixture.contact(consent_sync_tests::OBRIEN);
+    assert_eq!(obrien["donotbulkemail"], json!(false), "left alone");
+
+    // A late event from before reconcile's state: skipped as stale.
+    let mut late: Value =
+        serde_json::from_str(&consent_sync_tests::sample("didomi-event-created.json")).unwrap();
+    late["parameters"]["entity"]["created_at"] = json!("2026-11-30T07:00:00Z");
+    late["parameters"]["entity"]["consents"]["purposes"] =
+        json!([{"id": "marketing", "enabled": true}]);
+    let (status, body) = fixture
+        .deliver(&consent_sync_tests::post(&late.to_string()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("not newer"),
+        "{body}"
+    );
+    assert_eq!(
+        fixture.contact(consent_sync_tests::JANE)["donotbulkemail"],
+        json!(true)
+    );
+}

@@ -91,6 +91,9 @@ struct Tally {
     /// records Didomi does not hold yet (`--from dynamics`).
     records_differing: usize,
     records_written: usize,
+    /// Differing contacts left alone: they hold a change newer than
+    /// Didomi's state (the stale-event guard).
+    newer: usize,
 }
 
 impl Tally {
@@ -179,6 +182,9 @@ impl Run {
         let address_column = address_column(&records);
         let mut names: Vec<String> = config.columns_to_dynamics().map(str::to_string).collect();
         names.extend(address_column.clone().filter(|c| !names.contains(c)));
+        // The stale-event guard's column, as the functions read it.
+        let guard_column = config.sync_timestamp_column.clone();
+        names.extend(guard_column.clone().filter(|c| !names.contains(c)));
         let columns = Columns::new(names);
         let mut contacts = Index::default();
         let mut link: Option<String> = None;
@@ -220,6 +226,15 @@ impl Run {
                     continue;
                 };
                 let desired = columns_from_consents(&config.mappings, &user.consents);
+                // The user's change time, written with the columns as the
+                // functions write an event's, so that a late older event
+                // is recognised as older — and a newer change the contact
+                // already holds is left alone.
+                let guard = guard_column.as_deref().zip(
+                    user.updated_at
+                        .as_deref()
+                        .and_then(consent_sync::time::parse_utc_seconds),
+                );
                 let matched = contacts.matched(user_id);
                 if let Some(records) = &records {
                     // The records of the user's address(es), whether or not a
@@ -280,6 +295,10 @@ impl Run {
                     if apply {
                         let mut fields = desired;
                         fields.insert(config.contact_key.clone(), json!(user_id));
+                        if let Some((column, at)) = guard {
+                            fields
+                                .insert(column.to_string(), json!(consent_sync::time::iso_utc(at)));
+                        }
                         let subject =
                             format!("new contact of user {}", config.pseudonyms().of(user_id));
                         let row = Row {
@@ -292,14 +311,30 @@ impl Run {
                 };
                 for contact in matched {
                     self.tally.matched += 1;
-                    let changes = differences(&desired, &columns.unpack(&contact.values));
+                    let current = columns.unpack(&contact.values);
+                    let mut changes = differences(&desired, &current);
                     if changes.is_empty() {
                         continue;
+                    }
+                    if let Some((column, at)) = guard {
+                        let applied = current
+                            .get(column)
+                            .and_then(Value::as_str)
+                            .and_then(consent_sync::time::parse_utc_seconds);
+                        if applied.is_some_and(|applied| applied > at) {
+                            // A change newer than Didomi's state reached
+                            // the contact since: not drift to undo.
+                            self.tally.newer += 1;
+                            continue;
+                        }
                     }
                     if !self.tally.differs(&changes, self.options.limit) {
                         break 'pages;
                     }
                     Counts::add(&self.counts.differing, 1);
+                    if let Some((column, at)) = guard {
+                        changes.insert(column.to_string(), json!(consent_sync::time::iso_utc(at)));
+                    }
                     if apply {
                         let row = Row {
                             id: Some(contact.id.to_string()),
@@ -564,6 +599,12 @@ impl Run {
             tally.matched,
             tally.differing
         );
+        if tally.newer > 0 {
+            text.push_str(&format!(
+                "  left alone: {} contact(s) hold a change newer than Didomi's state (sync_timestamp_column)\n",
+                tally.newer
+            ));
+        }
         for (column, count) in &tally.per_column {
             text.push_str(&format!("    {column:<22}{count}\n"));
         }
@@ -622,6 +663,7 @@ impl Run {
                 "matched": tally.matched,
                 "differing": tally.differing,
                 "per_column": tally.per_column,
+                "newer_than_didomi": tally.newer,
                 "users_without_contact": tally.users_without_contact,
                 "contacts_without_user": tally.contacts_without_user,
                 "written": written,

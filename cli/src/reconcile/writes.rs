@@ -214,8 +214,14 @@ async fn created_meanwhile(
             outcome.refused.push((at, error));
             continue;
         };
+        // The change's time, when the row carries the guard's column.
+        let changed_at = config
+            .sync_timestamp_column
+            .as_deref()
+            .and_then(|column| desired.remove(column))
+            .and_then(|at| at.as_str().and_then(consent_sync::time::parse_utc_seconds));
         let written = consent_sync::didomi_to_dynamics::apply_to_contacts(
-            config, dataverse, None, &key, desired, None,
+            config, dataverse, changed_at, &key, desired, None,
         )
         .await;
         outcome.requests += 2;
