@@ -33,6 +33,18 @@ def as_list(value):
     return value if isinstance(value, list) else [value]
 
 
+def unconditional(items):
+    """A statement list with each `Fn::If` replaced by its branches (a
+    conditional grant counts as granted)."""
+    found = []
+    for item in items:
+        if isinstance(item, dict) and "Fn::If" in item:
+            found += [b for b in item["Fn::If"][1:] if isinstance(b, dict) and "Effect" in b]
+        else:
+            found.append(item)
+    return found
+
+
 def statements(template):
     """(where, statement) for every IAM statement the template grants."""
     found = []
@@ -40,7 +52,7 @@ def statements(template):
         for index, policy in enumerate(function.get("Properties", {}).get("Policies", []) or []):
             where = f"{name}.Policies[{index}]"
             if isinstance(policy, dict) and "Statement" in policy:
-                found += [(where, s) for s in as_list(policy["Statement"])]
+                found += [(where, s) for s in unconditional(as_list(policy["Statement"]))]
             else:
                 # A managed policy or SAM policy template grants what it names.
                 found.append((where, {"Effect": "Allow", "Action": "*", "Resource": "*", "Managed": policy}))
@@ -51,7 +63,7 @@ def statements(template):
                 p.get("PolicyDocument") for p in properties.get("Policies", []) or []
             ]
             for document in filter(None, documents):
-                found += [(name, s) for s in as_list(document.get("Statement", []))]
+                found += [(name, s) for s in unconditional(as_list(document.get("Statement", [])))]
     return found
 
 
@@ -280,9 +292,52 @@ def route_auth(template):
     return violations
 
 
+# Where each kind of resource names its KMS key.
+KMS_PROPERTY = {
+    "AWS::SecretsManager::Secret": "KmsKeyId",
+    "AWS::SQS::Queue": "KmsMasterKeyId",
+    "AWS::Logs::LogGroup": "KmsKeyId",
+    "AWS::SNS::Topic": "KmsMasterKeyId",
+}
+WITH_THE_KEY = {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+
+
+def customer_key(template):
+    """With KmsKeyArn given, every secret, queue, log group and topic of the
+    stack is encrypted with that key."""
+    violations = []
+    for kind, field in KMS_PROPERTY.items():
+        for name, resource in resources(template, kind).items():
+            if resource.get("Properties", {}).get(field) != WITH_THE_KEY:
+                violations.append(f"{name}: {field} does not name KmsKeyArn when it is given")
+    return violations
+
+
+def access_logs(template):
+    """Every HTTP API logs each request to a log group of the stack, as JSON,
+    never a body or a header."""
+    violations = []
+    for name, api in resources(template, "AWS::Serverless::HttpApi").items():
+        settings = api.get("Properties", {}).get("AccessLogSettings", {})
+        destination = settings.get("DestinationArn", {})
+        group = destination.get("Fn::GetAtt", [None])[0] if isinstance(destination, dict) else None
+        if template.get("Resources", {}).get(group, {}).get("Type") != "AWS::Logs::LogGroup":
+            violations.append(f"{name}: no access log group of the stack")
+            continue
+        line = settings.get("Format", "")
+        if any(part in line for part in ("requestBody", "responseBody", "header", "authorizer")):
+            violations.append(f"{name}: its access log line carries a body, a header or a token's claims")
+        for field in ("$context.requestId", "$context.status", "$context.identity.sourceIp"):
+            if field not in line:
+                violations.append(f"{name}: its access log line lacks {field}")
+    return violations
+
+
 def check(template):
     return (
-        wildcards(template)
+        customer_key(template)
+        + access_logs(template)
+        + wildcards(template)
         + secret_access(template)
         + queue_access(template)
         + own_roles(template)

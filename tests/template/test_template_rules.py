@@ -5,7 +5,9 @@ import os
 import pytest
 
 from template_rules import (
+    access_logs,
     check,
+    customer_key,
     load,
     own_roles,
     planted,
@@ -28,6 +30,11 @@ def statements_of(template, function):
     """The statements of the function's own role."""
     role = template["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
     return template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def plain_statements_of(template, function):
+    """The statements of the function's own role that hold in every deployment."""
+    return [s for s in statements_of(template, function) if "Action" in s]
 
 
 def test_the_template_follows_its_rules(template):
@@ -70,7 +77,7 @@ def test_a_managed_policy_fails(template):
 def test_a_function_without_its_secret_permission_fails(template):
     def drop(t):
         statements = statements_of(t, "DynamicsToDidomiFunction")
-        statements[:] = [s for s in statements if s["Action"] != "secretsmanager:GetSecretValue"]
+        statements[:] = [s for s in statements if s.get("Action") != "secretsmanager:GetSecretValue"]
     assert secret_access(planted(template, drop)) == [
         "DynamicsToDidomiFunction: no secretsmanager:GetSecretValue on its configuration secret"
     ]
@@ -101,7 +108,7 @@ def test_a_route_that_loses_its_authentication_fails(template):
 
 def test_a_function_that_cannot_park_or_drain_its_queue_fails(template):
     def drop(t):
-        for statement in statements_of(t, "DidomiToDynamicsFunction"):
+        for statement in plain_statements_of(t, "DidomiToDynamicsFunction"):
             if isinstance(statement["Action"], list) and "sqs:SendMessage" in statement["Action"]:
                 statement["Action"] = [a for a in statement["Action"] if a != "sqs:ChangeMessageVisibility"]
     assert queue_access(planted(template, drop)) == [
@@ -156,7 +163,7 @@ def test_each_function_has_its_own_role_without_managed_policies(template):
     assert own_roles(planted(template, managed)) == ["DynamicsToDidomiRole: managed policies"]
 
     def other_log_group(t):
-        for statement in statements_of(t, "DynamicsToDidomiFunction"):
+        for statement in plain_statements_of(t, "DynamicsToDidomiFunction"):
             if "logs:PutLogEvents" in statement["Action"]:
                 statement["Resource"] = {"Fn::GetAtt": ["DidomiToDynamicsLogGroup", "Arn"]}
     assert own_roles(planted(template, other_log_group)) == [
@@ -184,3 +191,28 @@ def test_queue_alarms_exist_and_reach_someone(template):
     alarms = [n for n, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"]
     assert len(found) == len(alarms) >= 8
     assert all(v.endswith("its topic uses an AWS managed key CloudWatch cannot publish with") for v in found)
+
+
+def test_with_a_customer_key_every_secret_queue_log_group_and_topic_names_it(template):
+    def service_key(t):
+        t["Resources"]["DynamicsToDidomiDeadLetterQueue"]["Properties"].pop("KmsMasterKeyId")
+        t["Resources"]["AlarmTopic"]["Properties"]["KmsMasterKeyId"] = "alias/aws/sns"
+    assert customer_key(planted(template, service_key)) == [
+        "DynamicsToDidomiDeadLetterQueue: KmsMasterKeyId does not name KmsKeyArn when it is given",
+        "AlarmTopic: KmsMasterKeyId does not name KmsKeyArn when it is given",
+    ]
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    assert {"AWS::SecretsManager::Secret", "AWS::SQS::Queue", "AWS::Logs::LogGroup", "AWS::SNS::Topic"} <= kinds
+
+
+def test_the_api_logs_each_request_without_bodies_or_headers(template):
+    def with_body(t):
+        settings = t["Resources"]["WebhookApi"]["Properties"]["AccessLogSettings"]
+        settings["Format"] = settings["Format"].replace("}", ',"body":"$context.requestBody"}')
+    assert access_logs(planted(template, with_body)) == [
+        "WebhookApi: its access log line carries a body, a header or a token's claims"
+    ]
+
+    def none(t):
+        del t["Resources"]["WebhookApi"]["Properties"]["AccessLogSettings"]
+    assert access_logs(planted(template, none)) == ["WebhookApi: no access log group of the stack"]
