@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use consent_sync_sim::runtime_api::Invocation;
 use consent_sync_tests::lambda::{
-    Deployment, FunctionProcess, DIDOMI_TO_DYNAMICS, DYNAMICS_TO_DIDOMI,
+    invoke_concurrently, Deployment, FunctionProcess, DIDOMI_TO_DYNAMICS, DYNAMICS_TO_DIDOMI,
 };
 use consent_sync_tests::{
     dataverse_post, post, sample, sample_for, Fixture, ReverseFixture, WEBHOOK_KEY,
@@ -51,27 +50,8 @@ async fn given_the_alternate_key_twenty_racing_deliveries_for_ten_new_people_mak
         1_000,
         consent_sync_sim::Fault::Delay(Duration::from_millis(30)),
     );
-    let mut invocations = tokio::task::JoinSet::new();
-    for delivery in deliveries {
-        let runtime = deployment.runtime.clone();
-        let event = serde_json::to_value(consent_sync_tests::http_event(
-            "POST",
-            &delivery,
-            "203.0.113.10",
-            None,
-        ))
-        .unwrap();
-        invocations.spawn(async move {
-            match runtime.invoke(event, Duration::from_secs(20)).await {
-                Some(Invocation::Response(response)) => (
-                    response["statusCode"].as_i64().unwrap(),
-                    response["body"].as_str().unwrap_or_default().to_string(),
-                ),
-                other => panic!("no answer: {other:?}"),
-            }
-        });
-    }
-    let answers = invocations.join_all().await;
+    let answers =
+        invoke_concurrently(&deployment.runtime, deliveries, Duration::from_secs(20)).await;
     for (status, body) in &answers {
         assert_eq!(*status, 200, "{body}");
     }

@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use consent_sync_sim::runtime_api::Invocation;
-use consent_sync_tests::lambda::{drain_once, Deployment, FunctionProcess, DYNAMICS_TO_DIDOMI};
+use consent_sync_tests::lambda::{
+    drain_once, invoke_concurrently, Deployment, FunctionProcess, DYNAMICS_TO_DIDOMI,
+};
 use consent_sync_tests::moto::consent_sync_with_aws;
 use consent_sync_tests::{dataverse_post, sample, sample_for, JANE, OBRIEN, WEBHOOK_KEY};
 use serde_json::{json, Value};
@@ -392,25 +393,16 @@ async fn a_burst_against_a_throttling_dataverse_is_answered_without_5xx_and_drai
     deployment.sim.clear_requests();
 
     let started = Instant::now();
-    let mut invocations = tokio::task::JoinSet::new();
-    for email in &people {
-        let runtime = deployment.runtime.clone();
-        let delivery = sample_for("didomi-user-updated.json", email);
-        let event = serde_json::to_value(consent_sync_tests::http_event(
-            "POST",
-            &delivery,
-            "203.0.113.10",
-            None,
-        ))
-        .unwrap();
-        invocations.spawn(async move {
-            match runtime.invoke(event, Duration::from_secs(4)).await {
-                Some(Invocation::Response(response)) => response["statusCode"].as_i64().unwrap(),
-                other => panic!("no answer: {other:?}"),
-            }
-        });
-    }
-    let answers = invocations.join_all().await;
+    let deliveries = people
+        .iter()
+        .map(|email| sample_for("didomi-user-updated.json", email))
+        .collect();
+    let answers: Vec<i64> =
+        invoke_concurrently(&deployment.runtime, deliveries, Duration::from_secs(4))
+            .await
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect();
     let burst = started.elapsed();
     let applied = answers.iter().filter(|s| **s == 200).count();
     let parked = answers.iter().filter(|s| **s == 202).count();

@@ -9,7 +9,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::parking::drain::{BatchResponse, SqsEvent};
+use crate::parking::drain::{BatchResponse, Sources, SqsEvent};
 use crate::retry::Deadline;
 
 /// A function that answers webhooks and drains its parked queue.
@@ -20,7 +20,12 @@ pub trait Function {
         deadline: Deadline,
     ) -> impl Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>>;
 
-    fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> impl Future<Output = BatchResponse>;
+    /// What draining its parked queue takes: its configuration and clients.
+    fn sources(&self) -> Sources<'_>;
+
+    fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> impl Future<Output = BatchResponse> {
+        crate::parking::drain::drain(self.sources(), batch, deadline)
+    }
 }
 
 /// Why an invocation failed as a whole (Lambda's `errorType`, `errorMessage`).

@@ -552,12 +552,28 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
     if let Some(refusal) = crate::keys::conflict(state, &fields, None) {
         return refusal;
     }
+    let id = insert_contact(state, &fields, user);
+    created(state, &id)
+}
+
+/// Adds a contact with `fields` (the others at their defaults) as a Create
+/// by `user` does, its webhooks included; its new id.
+pub(crate) fn insert_contact(
+    state: &mut SimState,
+    fields: &Map<String, Value>,
+    user: &str,
+) -> String {
     let id = uuid::Uuid::new_v4().to_string();
     let mut row = fields.clone();
     row.insert("contactid".into(), json!(id));
     let row = with_defaults(&state.columns, row);
     state.push_contact(row);
-    crate::webhooks::contact_written(state, "Create", &id, &fields, user);
+    crate::webhooks::contact_written(state, "Create", &id, fields, user);
+    id
+}
+
+/// The answer to a create (or an upsert): 204 with the row's `OData-EntityId`.
+pub(crate) fn created(state: &SimState, id: &str) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
     response.headers_mut().insert(

@@ -4,7 +4,7 @@
 //! `If-Match: *`, create-only with `If-None-Match: *`), and uniqueness
 //! enforced on every path that creates or changes a row.
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
@@ -191,22 +191,10 @@ pub fn patch(
             if let Some(refusal) = conflict(state, &fields, None) {
                 return refusal;
             }
-            let id = uuid::Uuid::new_v4().to_string();
-            let mut row = fields.clone();
-            row.insert("contactid".into(), json!(id));
-            let row = with_defaults(&state.columns, row);
-            state.push_contact(row);
-            crate::webhooks::contact_written(state, "Create", &id, &fields, user);
-            id
+            crate::dataverse::insert_contact(state, &fields, user)
         }
     };
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
-    response.headers_mut().insert(
-        "OData-EntityId",
-        HeaderValue::from_str(&entity_id).expect("ascii"),
-    );
-    response
+    crate::dataverse::created(state, &id)
 }
 
 #[cfg(test)]

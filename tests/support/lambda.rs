@@ -345,3 +345,36 @@ impl BothFunctions {
         (self.forward.stop(), self.reverse.stop())
     }
 }
+
+/// Sends every delivery at once, as concurrent API Gateway requests to the
+/// function instances polling `runtime`, each invocation with `timeout`;
+/// the status and body of each answer, in order.
+pub async fn invoke_concurrently(
+    runtime: &Arc<RuntimeApi>,
+    deliveries: Vec<String>,
+    timeout: Duration,
+) -> Vec<(i64, String)> {
+    let mut invocations = tokio::task::JoinSet::new();
+    for (at, delivery) in deliveries.into_iter().enumerate() {
+        let runtime = runtime.clone();
+        let event =
+            serde_json::to_value(crate::http_event("POST", &delivery, "203.0.113.10", None))
+                .unwrap();
+        invocations.spawn(async move {
+            match runtime.invoke(event, timeout).await {
+                Some(Invocation::Response(response)) => (
+                    at,
+                    response["statusCode"].as_i64().unwrap(),
+                    response["body"].as_str().unwrap_or_default().to_string(),
+                ),
+                other => panic!("no answer: {other:?}"),
+            }
+        });
+    }
+    let mut answers = invocations.join_all().await;
+    answers.sort_by_key(|(at, _, _)| *at);
+    answers
+        .into_iter()
+        .map(|(_, status, body)| (status, body))
+        .collect()
+}

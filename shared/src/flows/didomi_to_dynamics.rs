@@ -18,7 +18,7 @@ use crate::gateway::{
     authenticate_didomi, body_bytes, json_response, rejected, require_post, Rejection,
 };
 use crate::mapping::{columns_from_consents, differences};
-use crate::parking::drain::{drain, BatchResponse, Sources, SqsEvent};
+use crate::parking::drain::Sources;
 use crate::parking::{
     failure_response, now_utc, park_failure, ParkedDelivery, Parking, DIDOMI_TO_DYNAMICS,
 };
@@ -241,15 +241,14 @@ impl crate::invocation::Function for DidomiToDynamics {
         DidomiToDynamics::handle(self, request, deadline).await
     }
 
-    async fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> BatchResponse {
-        let sources = Sources {
+    fn sources(&self) -> Sources<'_> {
+        Sources {
             config: &self.config,
             resolved: &self.resolved,
             dataverse: &self.dataverse,
             didomi: &self.didomi,
             parking: &self.parking,
-        };
-        drain(sources, batch, deadline).await
+        }
     }
 }
 

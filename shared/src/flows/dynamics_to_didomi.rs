@@ -22,7 +22,7 @@ use crate::gateway::{
     authenticate_key, body_bytes, header, json_response, rejected, require_post, Rejection,
 };
 use crate::mapping::{columns_for_changes, consents_from_columns};
-use crate::parking::drain::{drain, BatchResponse, Sources, SqsEvent};
+use crate::parking::drain::Sources;
 use crate::parking::{
     failure_response, now_utc, park_failure, ParkedDelivery, Parking, DYNAMICS_TO_DIDOMI,
 };
@@ -300,15 +300,14 @@ impl crate::invocation::Function for DynamicsToDidomi {
         DynamicsToDidomi::handle(self, request, deadline).await
     }
 
-    async fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> BatchResponse {
-        let sources = Sources {
+    fn sources(&self) -> Sources<'_> {
+        Sources {
             config: &self.config,
             resolved: &self.resolved,
             dataverse: &self.dataverse,
             didomi: &self.didomi,
             parking: &self.parking,
-        };
-        drain(sources, batch, deadline).await
+        }
     }
 }
 
