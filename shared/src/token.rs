@@ -75,6 +75,31 @@ impl TokenCache {
             *slot = None;
         }
     }
+
+    /// Sends with this cache's token (`token()` gets it, `send` sends with
+    /// it); a 401 rejects that token and sends once more with a fresh one,
+    /// since a token can be revoked or expire before its time.
+    pub async fn send_authorized<E, T, S>(
+        &self,
+        token: impl Fn() -> T,
+        send: impl Fn(Secret) -> S,
+    ) -> Result<reqwest::Response, E>
+    where
+        T: Future<Output = Result<Secret, E>>,
+        S: Future<Output = Result<reqwest::Response, E>>,
+    {
+        let mut renewed = false;
+        loop {
+            let current = token().await?;
+            let response = send(current.clone()).await?;
+            if response.status() == reqwest::StatusCode::UNAUTHORIZED && !renewed {
+                self.reject(&current).await;
+                renewed = true;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

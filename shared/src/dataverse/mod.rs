@@ -225,51 +225,54 @@ impl Dataverse<'_> {
         replay: Replay,
         headers: &[(&str, &str)],
     ) -> Result<Response, DataverseError> {
-        let mut refreshed = false;
-        loop {
-            let token = self.token().await?;
-            let response = self
-                .client
-                .policy
-                .send_paced(
-                    self.deadline,
-                    replay,
-                    Some(self.client.pacing.as_ref()),
-                    || {
-                        let mut request = self
-                            .client
-                            .http
-                            .request(method.clone(), url)
-                            .bearer_auth(token.expose())
-                            .header("Accept", "application/json")
-                            .header("OData-MaxVersion", "4.0")
-                            .header("OData-Version", "4.0");
-                        // A PATCH without a condition would be an upsert:
-                        // update only, unless the caller asks otherwise.
-                        if method == Method::PATCH
-                            && !headers.iter().any(|(name, _)| *name == "If-None-Match")
-                        {
-                            request = request.header("If-Match", "*");
-                        }
-                        for (name, value) in headers {
-                            request = request.header(*name, *value);
-                        }
-                        if let Some(body) = body {
-                            request = request.json(body);
-                        }
-                        request
-                    },
-                )
-                .await?;
-            if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
-                self.client.tokens.reject(&token).await;
-                refreshed = true;
-                continue;
-            }
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            return Err(api_error(response).await);
+        let method = &method;
+        let response = self
+            .client
+            .tokens
+            .send_authorized(
+                || async { Ok::<_, DataverseError>(self.token().await?) },
+                |token| async move {
+                    let response = self
+                        .client
+                        .policy
+                        .send_paced(
+                            self.deadline,
+                            replay,
+                            Some(self.client.pacing.as_ref()),
+                            || {
+                                let mut request = self
+                                    .client
+                                    .http
+                                    .request(method.clone(), url)
+                                    .bearer_auth(token.expose())
+                                    .header("Accept", "application/json")
+                                    .header("OData-MaxVersion", "4.0")
+                                    .header("OData-Version", "4.0");
+                                // A PATCH without a condition would be an
+                                // upsert: update only, unless asked otherwise.
+                                if method == Method::PATCH
+                                    && !headers.iter().any(|(name, _)| *name == "If-None-Match")
+                                {
+                                    request = request.header("If-Match", "*");
+                                }
+                                for (name, value) in headers {
+                                    request = request.header(*name, *value);
+                                }
+                                if let Some(body) = body {
+                                    request = request.json(body);
+                                }
+                                request
+                            },
+                        )
+                        .await?;
+                    Ok(response)
+                },
+            )
+            .await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(api_error(response).await)
         }
     }
 

@@ -238,37 +238,40 @@ impl Didomi<'_> {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Response, DidomiError> {
-        let mut renewed = false;
-        loop {
-            let token = self.token().await?;
-            // Consent events are retried after unclear outcomes too: a second
-            // event with the same choices leaves the user's state as it is,
-            // while a lost one would leave Didomi wrong.
-            let response = self
-                .client
-                .policy
-                .send(self.deadline, Replay::Safe, || {
-                    let request = self
+        let method = &method;
+        let response = self
+            .client
+            .sessions
+            .send_authorized(
+                || self.token(),
+                |token| async move {
+                    // Consent events are retried after unclear outcomes too:
+                    // a second event with the same choices leaves the user's
+                    // state as it is, while a lost one would leave Didomi wrong.
+                    let response = self
                         .client
-                        .http
-                        .request(method.clone(), url)
-                        .bearer_auth(token.expose())
-                        .header("Accept", "application/json");
-                    match body {
-                        Some(body) => request.json(body),
-                        None => request,
-                    }
-                })
-                .await?;
-            if response.status() == StatusCode::UNAUTHORIZED && !renewed {
-                self.client.sessions.reject(&token).await;
-                renewed = true;
-                continue;
-            }
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            return Err(api_error(response).await);
+                        .policy
+                        .send(self.deadline, Replay::Safe, || {
+                            let request = self
+                                .client
+                                .http
+                                .request(method.clone(), url)
+                                .bearer_auth(token.expose())
+                                .header("Accept", "application/json");
+                            match body {
+                                Some(body) => request.json(body),
+                                None => request,
+                            }
+                        })
+                        .await?;
+                    Ok(response)
+                },
+            )
+            .await?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(api_error(response).await)
         }
     }
 
