@@ -263,7 +263,7 @@ impl Both {
         let reverse = Arc::new(DynamicsToDidomi::new(source(), Duration::from_secs(300)));
         let gateway = consent_sync_sim::gateway::Gateway::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
-            consent_sync_cli::local::dynamics_gateway_handler(reverse),
+            consent_sync_cli::local::gateway_handler(reverse),
             None,
         )
         .await
@@ -484,7 +484,7 @@ fn set_didomi_user(sim: &Simulator, id: &str, consents: Value) {
 }
 
 fn reconcile_options(
-    from: consent_sync_cli::reconcile::From,
+    from: consent_sync_cli::reconcile::Truth,
     apply: bool,
 ) -> consent_sync_cli::reconcile::Options {
     consent_sync_cli::reconcile::Options {
@@ -497,7 +497,7 @@ fn reconcile_options(
 
 #[tokio::test]
 async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
-    use consent_sync_cli::reconcile::{run, From};
+    use consent_sync_cli::reconcile::{run, Truth};
     let sim = Simulator::start(Identity::default(), sample_contacts())
         .await
         .unwrap();
@@ -536,7 +536,7 @@ async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
         .unwrap();
     }
 
-    let report = run(&config, reconcile_options(From::Didomi, false))
+    let report = run(&config, reconcile_options(Truth::Didomi, false))
         .await
         .unwrap();
     // Jane: 2 Newsletter updates, Marketing, Sports (in) and News (out)
@@ -549,7 +549,7 @@ async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
     assert_eq!(sim.writes(), vec![], "a report writes nothing");
 
     sim.clear_requests();
-    let report = run(&config, reconcile_options(From::Didomi, true))
+    let report = run(&config, reconcile_options(Truth::Didomi, true))
         .await
         .unwrap();
     assert!(report.ok, "{}", report.text);
@@ -577,7 +577,7 @@ async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
         .collect();
     assert_eq!(ada.len(), 1);
     assert_eq!(ada[0]["_msdynmkt_purposeid_value"], PURPOSE_MARKETING);
-    let again = run(&config, reconcile_options(From::Didomi, false))
+    let again = run(&config, reconcile_options(Truth::Didomi, false))
         .await
         .unwrap();
     assert_eq!(again.json["consent_records_differing"], 0, "{}", again.text);
@@ -594,7 +594,7 @@ async fn reconcile_brings_the_records_of_every_address_in_line_both_ways() {
         json!({"msdynmkt_value": OPTED_OUT}),
     )
     .unwrap();
-    let report = run(&config, reconcile_options(From::Dynamics, true))
+    let report = run(&config, reconcile_options(Truth::Dynamics, true))
         .await
         .unwrap();
     assert!(report.ok, "{}", report.text);

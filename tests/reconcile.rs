@@ -2,7 +2,7 @@
 //! contacts and Didomi users, paged on both sides as the services page them.
 
 use consent_sync::Config;
-use consent_sync_cli::reconcile::{run, From, Options};
+use consent_sync_cli::reconcile::{run, Options, Truth};
 use consent_sync_sim::{Identity, Simulator};
 use serde_json::{json, Value};
 
@@ -18,7 +18,7 @@ async fn seeded() -> (Simulator, Config) {
     (sim, config)
 }
 
-fn options(from: From, apply: bool, limit: Option<usize>) -> Options {
+fn options(from: Truth, apply: bool, limit: Option<usize>) -> Options {
     Options {
         from,
         apply,
@@ -46,7 +46,7 @@ fn targets(write: &consent_sync_sim::Recorded) -> Vec<serde_json::Map<String, Va
 async fn reconcile_reports_exactly_the_differences_and_apply_fixes_them_and_nothing_else() {
     let (sim, config) = seeded().await;
 
-    let report = run(&config, options(From::Didomi, false, None))
+    let report = run(&config, options(Truth::Didomi, false, None))
         .await
         .unwrap();
     assert!(report.ok, "{}", report.text);
@@ -71,7 +71,7 @@ async fn reconcile_reports_exactly_the_differences_and_apply_fixes_them_and_noth
         "a session, then pages of 100"
     );
 
-    let report = run(&config, options(From::Didomi, true, Some(10)))
+    let report = run(&config, options(Truth::Didomi, true, Some(10)))
         .await
         .unwrap();
     assert_eq!(
@@ -86,7 +86,7 @@ async fn reconcile_reports_exactly_the_differences_and_apply_fixes_them_and_noth
     assert_eq!(targets(&writes[0]).len(), 10);
 
     sim.clear_requests();
-    let report = run(&config, options(From::Didomi, true, None))
+    let report = run(&config, options(Truth::Didomi, true, None))
         .await
         .unwrap();
     assert!(report.ok, "{}", report.text);
@@ -113,7 +113,7 @@ async fn reconcile_reports_exactly_the_differences_and_apply_fixes_them_and_noth
         json!(false)
     );
 
-    let again = run(&config, options(From::Didomi, false, None))
+    let again = run(&config, options(Truth::Didomi, false, None))
         .await
         .unwrap();
     assert_eq!(again.json["differing"], 0, "{}", again.text);
@@ -142,7 +142,7 @@ async fn reconcile_from_dynamics_sends_only_for_contacts_with_a_didomi_user() {
     }
     let config = Config::from_json(&sim.config().to_string()).unwrap();
 
-    let report = run(&config, options(From::Dynamics, false, None))
+    let report = run(&config, options(Truth::Dynamics, false, None))
         .await
         .unwrap();
     assert_eq!(report.json["differing"], 1, "{}", report.text);
@@ -153,7 +153,7 @@ async fn reconcile_from_dynamics_sends_only_for_contacts_with_a_didomi_user() {
     );
     assert_eq!(sim.didomi_events(), Vec::<Value>::new());
 
-    let report = run(&config, options(From::Dynamics, true, None))
+    let report = run(&config, options(Truth::Dynamics, true, None))
         .await
         .unwrap();
     assert_eq!(report.json["written"], 1, "{}", report.text);
@@ -170,7 +170,7 @@ async fn reconcile_from_dynamics_sends_only_for_contacts_with_a_didomi_user() {
     assert_eq!(events[0]["delegate"]["id"], "consent-sync");
     assert_eq!(sim.writes(), vec![]);
 
-    let again = run(&config, options(From::Dynamics, false, None))
+    let again = run(&config, options(Truth::Dynamics, false, None))
         .await
         .unwrap();
     assert_eq!(again.json["differing"], 0, "{}", again.text);
@@ -196,7 +196,7 @@ async fn reconcile_waits_out_throttling_instead_of_failing() {
         },
     );
 
-    let report = run(&config, options(From::Didomi, true, None))
+    let report = run(&config, options(Truth::Didomi, true, None))
         .await
         .unwrap();
 
@@ -215,7 +215,7 @@ async fn reconcile_under_a_tight_limit_fixes_a_thousand_contacts_in_a_few_dozen_
     // five minutes, so that every burst would be throttled.
     sim.limit_dataverse(6, std::time::Duration::from_secs(2));
 
-    let report = run(&config, options(From::Didomi, true, None))
+    let report = run(&config, options(Truth::Didomi, true, None))
         .await
         .unwrap();
 
@@ -237,7 +237,7 @@ async fn reconcile_under_a_tight_limit_fixes_a_thousand_contacts_in_a_few_dozen_
     assert_eq!(report.json["throttled"], throttled);
     assert_eq!(report.json["dataverse_requests"], requests - throttled);
 
-    let again = run(&config, options(From::Didomi, false, None))
+    let again = run(&config, options(Truth::Didomi, false, None))
         .await
         .unwrap();
     assert_eq!(again.json["differing"], 0, "{}", again.text);
@@ -257,7 +257,7 @@ async fn a_batch_with_a_contact_deleted_meanwhile_applies_the_others_and_reports
     );
     let reconcile = {
         let config = config.clone();
-        tokio::spawn(async move { run(&config, options(From::Didomi, true, None)).await })
+        tokio::spawn(async move { run(&config, options(Truth::Didomi, true, None)).await })
     };
     while sim.dataverse_requests().is_empty() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -325,7 +325,7 @@ async fn given_the_stale_event_guard_reconcile_writes_the_time_and_a_late_older_
     })
     .unwrap();
 
-    let report = run(&config, options(From::Didomi, true, None))
+    let report = run(&config, options(Truth::Didomi, true, None))
         .await
         .unwrap();
     assert!(report.ok, "{}", report.text);

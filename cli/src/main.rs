@@ -138,6 +138,16 @@ enum ConfigCommand {
     Check,
 }
 
+/// Runs `command` with the configuration (`--config FILE`, else the secret).
+async fn with_config<F, Fut>(path: Option<&PathBuf>, command: F) -> Result<report::Report, String>
+where
+    F: FnOnce(consent_sync::Config) -> Fut,
+    Fut: std::future::Future<Output = Result<report::Report, String>>,
+{
+    let config = consent_sync_cli::load_config(path).await?;
+    command(config).await
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -169,9 +179,8 @@ async fn main() -> ExitCode {
             result.is_ok()
         }
         Command::Webhook { command } => {
-            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
-                Err(reason) => Err(reason),
-                Ok(config) => match command {
+            let result = with_config(cli.config.as_ref(), |config| async move {
+                match command {
                     WebhookCommand::Register { url, name } => {
                         webhook::register(&config, &name, &url).await
                     }
@@ -179,15 +188,16 @@ async fn main() -> ExitCode {
                         webhook::unregister(&config, &name).await
                     }
                     WebhookCommand::Status { name } => webhook::status(&config, &name).await,
-                },
-            };
+                }
+            })
+            .await;
             report::print(result, cli.json)
         }
         Command::Replay { queues, dry_run } => {
-            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
-                Err(reason) => Err(reason),
-                Ok(config) => consent_sync_cli::replay::run(&config, queues, dry_run).await,
-            };
+            let result = with_config(cli.config.as_ref(), |config| async move {
+                consent_sync_cli::replay::run(&config, queues, dry_run).await
+            })
+            .await;
             report::print(result, cli.json)
         }
         Command::Reconcile {
@@ -199,17 +209,17 @@ async fn main() -> ExitCode {
         } => {
             let options = consent_sync_cli::reconcile::Options {
                 from: match from {
-                    Side::Didomi => consent_sync_cli::reconcile::From::Didomi,
-                    Side::Dynamics => consent_sync_cli::reconcile::From::Dynamics,
+                    Side::Didomi => consent_sync_cli::reconcile::Truth::Didomi,
+                    Side::Dynamics => consent_sync_cli::reconcile::Truth::Dynamics,
                 },
                 apply,
                 limit,
                 batch_size,
             };
-            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
-                Err(reason) => Err(reason),
-                Ok(config) => consent_sync_cli::reconcile::run(&config, options).await,
-            };
+            let result = with_config(cli.config.as_ref(), |config| async move {
+                consent_sync_cli::reconcile::run(&config, options).await
+            })
+            .await;
             let differing = result
                 .as_ref()
                 .map(|r| r.json["differing"].as_u64().unwrap_or(0) > 0)
@@ -237,10 +247,10 @@ async fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check,
         } => {
-            let result = match consent_sync_cli::load_config(cli.config.as_ref()).await {
-                Err(reason) => Err(reason),
-                Ok(config) => consent_sync_cli::check::run(&config).await,
-            };
+            let result = with_config(cli.config.as_ref(), |config| async move {
+                consent_sync_cli::check::run(&config).await
+            })
+            .await;
             report::print(result, cli.json)
         }
     };

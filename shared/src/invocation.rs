@@ -18,7 +18,7 @@ pub trait Function {
         &self,
         request: &ApiGatewayV2httpRequest,
         deadline: Deadline,
-    ) -> impl Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>>;
+    ) -> impl Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>> + Send;
 
     /// What draining its parked queue takes: its configuration and clients.
     fn sources(&self) -> Sources<'_>;

@@ -7,19 +7,17 @@
 
 mod outage;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use consent_sync::config::WebhookAuthMode;
 use consent_sync::dataverse::Contact;
 use consent_sync::didomi::deliveries::{parse_delivery, Delivery};
-use consent_sync::{
-    Config, ConfigError, ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi,
-};
+use consent_sync::invocation::Function;
+use consent_sync::{Config, ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi};
 use consent_sync_sim::gateway::{Gateway, Handler};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};
 use serde_json::{json, Map, Value};
@@ -37,39 +35,19 @@ pub struct Options {
     pub serve: bool,
 }
 
-fn handler<F, Fut>(handle: F) -> Handler
+/// Lets the local gateway invoke a function, each request with Lambda's budget.
+pub fn gateway_handler<F>(function: Arc<F>) -> Handler
 where
-    F: Fn(ApiGatewayV2httpRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>> + Send + 'static,
+    F: Function + Send + Sync + 'static,
 {
-    let handle = Arc::new(handle);
     Arc::new(move |request: ApiGatewayV2httpRequest| {
-        let handle = handle.clone();
-        Box::pin(async move { handle(request).await.map_err(|e| e.to_string()) })
-    })
-}
-
-/// Lets the local gateway invoke `didomi-to-dynamics`, each request with Lambda's budget.
-pub fn gateway_handler(function: Arc<DidomiToDynamics>) -> Handler {
-    handler(move |request| {
         let function = function.clone();
-        async move {
+        Box::pin(async move {
             function
                 .handle(&request, Deadline::after(INVOCATION_BUDGET))
                 .await
-        }
-    })
-}
-
-/// Lets the local gateway invoke `dynamics-to-didomi`.
-pub fn dynamics_gateway_handler(function: Arc<DynamicsToDidomi>) -> Handler {
-    handler(move |request| {
-        let function = function.clone();
-        async move {
-            function
-                .handle(&request, Deadline::after(INVOCATION_BUDGET))
-                .await
-        }
+                .map_err(|e| e.to_string())
+        })
     })
 }
 
@@ -124,7 +102,7 @@ pub async fn run(options: Options) -> Result<(), String> {
     };
     let reverse_gateway = Gateway::start(
         SocketAddr::from(([127, 0, 0, 1], reverse_port)),
-        dynamics_gateway_handler(reverse.clone()),
+        gateway_handler(reverse.clone()),
         None,
     )
     .await

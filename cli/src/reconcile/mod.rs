@@ -50,13 +50,14 @@ use writes::{BulkWriter, EventSender, Failure, CONSENT_RECORDS, CONTACTS};
 const PAGE_SIZE: usize = 5000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+/// The side whose state is the truth.
+pub enum Truth {
     Didomi,
     Dynamics,
 }
 
 pub struct Options {
-    pub from: From,
+    pub from: Truth,
     pub apply: bool,
     pub limit: Option<usize>,
     /// Rows per bulk request (default [`writes::DEFAULT_BATCH_SIZE`]).
@@ -166,8 +167,8 @@ pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
         std::io::stderr().is_terminal(),
     );
     let failures = match run.options.from {
-        From::Didomi => run.follow_didomi(batch_size).await?,
-        From::Dynamics => run.follow_dynamics().await?,
+        Truth::Didomi => run.follow_didomi(batch_size).await?,
+        Truth::Dynamics => run.follow_dynamics().await?,
     };
     drop(ticker);
     Ok(run.report(&failures, started.elapsed()))
@@ -582,8 +583,8 @@ impl Run {
     fn report(&self, failures: &[Failure], elapsed: Duration) -> Report {
         let (config, options, tally) = (&self.config, &self.options, &self.tally);
         let from = match options.from {
-            From::Didomi => "didomi",
-            From::Dynamics => "dynamics",
+            Truth::Didomi => "didomi",
+            Truth::Dynamics => "dynamics",
         };
         let users = Counts::get(&self.counts.users);
         let contacts = Counts::get(&self.counts.contacts);
@@ -617,7 +618,7 @@ impl Run {
                 " (upsert_mode off: not created)"
             },
             tally.contacts_without_user,
-            if options.from == From::Dynamics {
+            if options.from == Truth::Dynamics {
                 " (not sent: a CRM default is not a consent)"
             } else {
                 ""
@@ -625,11 +626,11 @@ impl Run {
         ));
         if config.contact_point_consent.is_some() {
             let what = match options.from {
-                From::Didomi => "consent records to write",
-                From::Dynamics => "addresses whose consent records Didomi lacks",
+                Truth::Didomi => "consent records to write",
+                Truth::Dynamics => "addresses whose consent records Didomi lacks",
             };
             text.push_str(&format!("  {what:<24}{}\n", tally.records_differing));
-            if options.apply && options.from == From::Didomi {
+            if options.apply && options.from == Truth::Didomi {
                 text.push_str(&format!(
                     "  consent records written {}\n",
                     tally.records_written
