@@ -120,7 +120,26 @@ fn entity<T: DeserializeOwned>(parameters: &mut Value, field: &str) -> Result<T,
         .filter(|v| !v.is_null())
         .ok_or_else(|| PayloadError(format!("`parameters.{field}` is missing")))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
+        // A map key in the path is the caller's (a preference id, say):
+        // only field names and indices are named, anything else described.
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .map(|segment| {
+                let text = segment.to_string();
+                let plain = text
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if plain && text.len() <= 40 {
+                    text
+                } else {
+                    "<key>".to_string()
+                }
+            })
+            .collect();
+        let path = path.join(".").replace(".[", "[");
         let inner = e.into_inner().to_string();
         // serde quotes offending values, which may be personal data.
         let reason = inner.split(':').next().unwrap_or("invalid value");
@@ -328,5 +347,18 @@ mod tests {
             "{typed}"
         );
         assert!(!typed.contains("jane"), "{typed}");
+    }
+
+    #[test]
+    fn a_callers_map_key_is_not_echoed_in_the_reason() {
+        let body = serde_json::json!({"type": "user.updated", "parameters": {"new_entity": {
+            "organization_user_id": "x",
+            "consents": {"purposes": [{"id": "p", "values": {"jane.doe@example.com": 5}}]}}}});
+        let error = parse_delivery(body.to_string().as_bytes()).unwrap_err().0;
+        assert!(!error.contains("jane"), "{error}");
+        assert!(
+            error.contains("consents.purposes[0].values.<key>"),
+            "{error}"
+        );
     }
 }
