@@ -215,7 +215,7 @@ proptest! {
         ]),
         value in json_value(),
     ) {
-        let mut config: Value = serde_json::from_str(include_str!("../../events/local-config.json")).unwrap();
+        let mut config: Value = serde_json::from_str(include_str!("../events/local-config.json")).unwrap();
         config[field] = value;
         match Config::from_json(&config.to_string()) {
             Ok(_) => {}
@@ -257,7 +257,7 @@ proptest! {
 /// regulation only when it is a known one, and stay short.
 #[test]
 fn skip_reasons_stay_short_whatever_status_or_regulation_a_caller_sends() {
-    let config = Config::from_json(include_str!("../../events/local-config.json")).unwrap();
+    let config = Config::from_json(include_str!("../events/local-config.json")).unwrap();
     let dataverse = consent_sync::dataverse::DataverseClient::new(
         consent_sync::http_client(),
         consent_sync::RetryPolicy::default(),
