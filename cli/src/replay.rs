@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use consent_sync::dataverse::DataverseClient;
 use consent_sync::didomi::DidomiClient;
 use consent_sync::parking::replay::{Mode, Replayer};
@@ -16,6 +15,7 @@ use consent_sync::parking::ParkedDelivery;
 use consent_sync::{Config, RetryPolicy};
 use serde_json::{json, Value};
 
+use crate::event_source::EventSource;
 use crate::report::Report;
 
 /// How long a received record stays hidden from other readers while this
@@ -112,18 +112,11 @@ pub async fn run(config: &Config, queues: Vec<String>, dry_run: bool) -> Result<
 
 /// The records the queue reports visible (approximately, as SQS counts).
 async fn visible(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<u64, String> {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(queue)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
+    let (visible, _) = EventSource::new(sqs.clone(), queue)
+        .counts()
         .await
-        .map_err(sqs_error)?;
-    Ok(attributes
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
+        .map_err(|e| format!("the queue: {e}"))?;
+    Ok(visible)
 }
 
 async fn drain_queue(
