@@ -487,12 +487,7 @@ fn reconcile_options(
     from: consent_sync_cli::reconcile::Truth,
     apply: bool,
 ) -> consent_sync_cli::reconcile::Options {
-    consent_sync_cli::reconcile::Options {
-        from,
-        apply,
-        limit: None,
-        batch_size: None,
-    }
+    consent_sync_cli::reconcile::Options::new(from, apply)
 }
 
 #[tokio::test]

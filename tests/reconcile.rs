@@ -20,10 +20,8 @@ async fn seeded() -> (Simulator, Config) {
 
 fn options(from: Truth, apply: bool, limit: Option<usize>) -> Options {
     Options {
-        from,
-        apply,
         limit,
-        batch_size: None,
+        ..Options::new(from, apply)
     }
 }
 

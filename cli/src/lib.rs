@@ -7,6 +7,7 @@ pub mod local;
 pub mod reconcile;
 pub mod replay;
 pub mod report;
+pub mod watch;
 pub mod webhook;
 
 use std::path::PathBuf;

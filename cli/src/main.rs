@@ -84,6 +84,37 @@ enum Command {
         /// that worked exits 0 whatever it found.
         #[arg(long)]
         exit_code: bool,
+        /// Read Didomi's side from its batch export instead of its API: a
+        /// directory or s3://bucket/prefix, naming the export (its latest
+        /// complete partition is read) or one date=YYYY-MM-DD partition.
+        #[arg(long, value_name = "SOURCE")]
+        didomi_export: Option<String>,
+        /// The IAM role to assume to read Didomi's export bucket (Didomi's
+        /// bucket_access_role_arn).
+        #[arg(long, value_name = "ARN", env = "DIDOMI_EXPORT_ROLE_ARN", requires = "didomi_export")]
+        role_arn: Option<String>,
+    },
+    /// Runs the watch once, as the consent-watch function does on its
+    /// schedule: registration health, failed webhook jobs of the last 24
+    /// hours, drift, optional repair. Prints one figure per line.
+    Watch {
+        /// Compare every user of Didomi's batch export (directory or
+        /// s3://…) instead of the contacts modified in the last 24 hours.
+        #[arg(long, value_name = "SOURCE", env = "DIDOMI_EXPORT")]
+        didomi_export: Option<String>,
+        /// The IAM role to assume to read Didomi's export bucket.
+        #[arg(long, value_name = "ARN", env = "DIDOMI_EXPORT_ROLE_ARN")]
+        role_arn: Option<String>,
+        /// Write Didomi's state to the differing contacts, as
+        /// `reconcile --apply` would.
+        #[arg(long)]
+        repair: bool,
+        /// At most N recently modified contacts (without an export).
+        #[arg(long, value_name = "N", default_value_t = consent_sync::watch::DEFAULT_SAMPLE)]
+        sample: usize,
+        /// Name of the service endpoint `webhook register` created.
+        #[arg(long, default_value = consent_sync::dataverse::registration::DEFAULT_NAME)]
+        name: String,
     },
     /// Prints the pseudonym that stands for a Didomi organization_user_id in
     /// the functions' logs (keyed by log_pseudonym_key), to find its lines.
@@ -206,17 +237,25 @@ async fn main() -> ExitCode {
             limit,
             batch_size,
             exit_code,
+            didomi_export,
+            role_arn,
         } => {
-            let options = consent_sync_cli::reconcile::Options {
-                from: match from {
-                    Side::Didomi => consent_sync_cli::reconcile::Truth::Didomi,
-                    Side::Dynamics => consent_sync_cli::reconcile::Truth::Dynamics,
-                },
-                apply,
-                limit,
-                batch_size,
+            use consent_sync_cli::reconcile::{Options, Truth};
+            let from = match from {
+                Side::Didomi => Truth::Didomi,
+                Side::Dynamics => Truth::Dynamics,
             };
             let result = with_config(cli.config.as_ref(), |config| async move {
+                let export = didomi_export
+                    .map(|source| consent_sync::didomi::export::Export::parse(&source, role_arn))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let options = Options {
+                    limit,
+                    batch_size,
+                    export,
+                    ..Options::new(from, apply)
+                };
                 consent_sync_cli::reconcile::run(&config, options).await
             })
             .await;
@@ -229,6 +268,20 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             ok
+        }
+        Command::Watch {
+            didomi_export,
+            role_arn,
+            repair,
+            sample,
+            name,
+        } => {
+            let result = with_config(cli.config.as_ref(), |config| async move {
+                consent_sync_cli::watch::run(config, didomi_export, role_arn, repair, sample, name)
+                    .await
+            })
+            .await;
+            report::print(result, cli.json)
         }
         Command::Pseudonym {
             organization_user_id,

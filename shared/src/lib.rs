@@ -20,9 +20,11 @@ pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod parking;
+pub mod reconcile;
 pub mod retry;
 pub mod secret;
 pub mod time;
+pub mod watch;
 pub mod tls;
 pub mod token;
 

@@ -70,6 +70,8 @@ pub fn standard_columns() -> BTreeMap<String, ColumnType> {
         ("new_news", Boolean),
         ("new_profiling", Picklist),
         ("new_consentsyncedon", DateTime),
+        // System column: Dataverse sets it on every create and update.
+        ("modifiedon", DateTime),
     ]
     .into_iter()
     .map(|(name, kind)| (name.to_string(), kind))
@@ -84,6 +86,7 @@ pub fn with_defaults(
     for (name, kind) in columns {
         let default = match (name.as_str(), kind) {
             ("followemail", _) => Value::Bool(true),
+            ("modifiedon", _) => json!(crate::didomi::iso_seconds()),
             ("preferredcontactmethodcode", _) => json!(1),
             (_, ColumnType::Boolean) => Value::Bool(false),
             _ => Value::Null,
@@ -263,35 +266,6 @@ fn project(state: &SimState, row: &Map<String, Value>, columns: &Option<Vec<&str
     Value::Object(out)
 }
 
-/// Parses `column eq 'literal'`, where a quote inside the literal is doubled.
-/// Anything else is a syntax error, as it would be for Dataverse's parser
-/// when a quote is not escaped.
-fn parse_filter(filter: &str) -> Result<(String, String), String> {
-    let syntax = |position: usize| format!("Syntax error at position {position} in '{filter}'.");
-    let (column, rest) = filter
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| syntax(filter.len()))?;
-    let rest = rest.trim_start();
-    let literal = rest
-        .strip_prefix("eq ")
-        .ok_or_else(|| syntax(column.len() + 1))?
-        .trim();
-    let inner = literal
-        .strip_prefix('\'')
-        .and_then(|l| l.strip_suffix('\''))
-        .ok_or_else(|| syntax(filter.len()))?;
-    let mut value = String::new();
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\'' && chars.next() != Some('\'') {
-            return Err(syntax(filter.find(literal).unwrap_or(0) + value.len() + 2));
-        }
-        value.push(c);
-    }
-    Ok((column.to_string(), value))
-}
-
 /// Rows per page without `Prefer: odata.maxpagesize`, as Dataverse pages.
 const MAX_PAGE_SIZE: usize = 5000;
 
@@ -304,44 +278,14 @@ fn query_contacts(
         Ok(columns) => columns,
         Err(response) => return response,
     };
-    let not_null = params
-        .get("$filter")
-        .and_then(|f| f.trim().strip_suffix(" ne null"))
-        .map(str::trim);
-    let matches: Vec<&Map<String, Value>> = match params.get("$filter") {
-        None => state.contacts.iter().collect(),
-        Some(_) if not_null.is_some() => {
-            let column = not_null.unwrap_or_default();
-            if !state.columns.contains_key(column) {
-                return no_property(column);
-            }
-            state
-                .contacts
-                .iter()
-                .filter(|row| row.get(column).is_some_and(|v| !v.is_null()))
-                .collect()
-        }
-        Some(filter) => {
-            let (column, value) = match parse_filter(filter) {
-                Ok(parsed) => parsed,
-                Err(message) => return odata_error(400, "0x80060888", &message),
-            };
-            if !state.columns.contains_key(&column) {
-                return no_property(&column);
-            }
-            // String comparison in Dataverse is case-insensitive.
-            let wanted = value.to_lowercase();
-            state
-                .contacts
-                .iter()
-                .filter(|row| {
-                    row.get(&column)
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.to_lowercase() == wanted)
-                })
-                .collect()
-        }
+    let query = match crate::query::Query::parse(params) {
+        Ok(query) => query,
+        Err(message) => return odata_error(400, "0x80060888", &message),
     };
+    if let Some(unknown) = query.columns().find(|c| !state.columns.contains_key(*c)) {
+        return no_property(unknown);
+    }
+    let matches = query.apply(state.contacts.iter());
     let context_columns = columns.as_ref().map(|c| c.join(",")).unwrap_or_default();
     // Paging: `Prefer: odata.maxpagesize=N` (at most 5000), an opaque
     // `$skiptoken` in `@odata.nextLink` to follow as given.
@@ -501,6 +445,7 @@ pub(crate) fn write_columns(row: &mut Map<String, Value>, fields: &Map<String, V
         .unwrap_or(1);
     row.extend(fields.clone());
     row.insert("versionnumber".into(), json!(version + 1));
+    row.insert("modifiedon".into(), json!(crate::didomi::iso_seconds()));
 }
 
 fn update_contact(
@@ -719,15 +664,4 @@ fn create_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn filters_unescape_doubled_quotes_and_reject_lone_ones() {
-        assert_eq!(
-            parse_filter("emailaddress1 eq 'o''brien+news&co@example.com'").unwrap(),
-            ("emailaddress1".into(), "o'brien+news&co@example.com".into())
-        );
-        assert!(parse_filter("emailaddress1 eq 'o'brien@example.com'")
-            .unwrap_err()
-            .starts_with("Syntax error"));
-        assert!(parse_filter("emailaddress1 gt 'a'").is_err());
-    }
 }

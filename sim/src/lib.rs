@@ -18,6 +18,7 @@ pub mod didomi;
 pub mod entra;
 pub mod gateway;
 pub mod keys;
+pub mod query;
 pub mod registration;
 pub mod runtime_api;
 pub mod serve;

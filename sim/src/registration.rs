@@ -278,77 +278,6 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables
 }
 
-/// One `column eq literal` term.
-#[derive(Debug, Clone, PartialEq)]
-struct Term {
-    column: String,
-    literal: Value,
-}
-
-/// `a eq 'x' and b eq 12 and c eq 5e2b…` (string literals with doubled quotes).
-fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
-    let syntax = || format!("Syntax error in '{filter}'.");
-    let mut terms = Vec::new();
-    let mut rest = filter.trim();
-    loop {
-        let (column, after) = rest.split_once(' ').ok_or_else(syntax)?;
-        let after = after
-            .trim_start()
-            .strip_prefix("eq ")
-            .ok_or_else(syntax)?
-            .trim_start();
-        let (literal, after) = if let Some(quoted) = after.strip_prefix('\'') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices().peekable();
-            let mut end = None;
-            while let Some((i, c)) = chars.next() {
-                if c == '\'' {
-                    if chars.peek().map(|(_, c)| *c) == Some('\'') {
-                        chars.next();
-                        value.push('\'');
-                    } else {
-                        end = Some(i + 1);
-                        break;
-                    }
-                } else {
-                    value.push(c);
-                }
-            }
-            let end = end.ok_or_else(syntax)?;
-            (Value::String(value), &quoted[end..])
-        } else {
-            let (token, after) = after.split_once(' ').unwrap_or((after, ""));
-            let literal = match token {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                "null" => Value::Null,
-                t => t
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::String(t.to_string())),
-            };
-            (literal, after)
-        };
-        terms.push(Term {
-            column: column.to_string(),
-            literal,
-        });
-        let after = after.trim();
-        if after.is_empty() {
-            return Ok(terms);
-        }
-        rest = after.strip_prefix("and ").ok_or_else(syntax)?;
-    }
-}
-
-fn matches(row: &Map<String, Value>, term: &Term) -> bool {
-    let value = row.get(&term.column).unwrap_or(&Value::Null);
-    match (&term.literal, value) {
-        (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
-        (a, b) => a == b,
-    }
-}
-
 fn project(row: &Map<String, Value>, select: Option<&str>, primary_key: &str) -> Value {
     let mut out = Map::new();
     match select {
@@ -585,32 +514,11 @@ fn query(state: &SimState, set: &str, params: &HashMap<String, String>) -> Respo
             return response;
         }
     }
-    let terms = match params.get("$filter").map(|f| parse_filter(f)) {
-        None => Vec::new(),
-        Some(Ok(terms)) => terms,
-        Some(Err(message)) => return odata_error(400, "0x80060888", &message),
+    let query = match crate::query::Query::parse(params) {
+        Ok(query) => query,
+        Err(message) => return odata_error(400, "0x80060888", &message),
     };
-    let mut rows: Vec<&Map<String, Value>> = table
-        .rows
-        .iter()
-        .filter(|row| terms.iter().all(|t| matches(row, t)))
-        .collect();
-    if let Some(order) = params.get("$orderby") {
-        let (column, descending) = match order.trim().split_once(' ') {
-            Some((column, direction)) => (column, direction.eq_ignore_ascii_case("desc")),
-            None => (order.trim(), false),
-        };
-        rows.sort_by_key(|row| row.get(column).map(Value::to_string).unwrap_or_default());
-        if descending {
-            rows.reverse();
-        }
-    }
-    if let Some(top) = params.get("$top") {
-        match top.parse::<usize>() {
-            Ok(top) => rows.truncate(top),
-            Err(_) => return bad_request("$top must be a whole number"),
-        }
-    }
+    let rows = query.apply(table.rows.iter());
     let select = params.get("$select").map(String::as_str);
     axum::Json(json!({
         "@odata.context": format!("{}{API_PATH}/$metadata#{set}", state.base_url),
@@ -858,20 +766,4 @@ fn delete(state: &mut SimState, set: &str, id: &str) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn filters_join_terms_with_and() {
-        let terms = parse_filter(
-            "primaryobjecttypecode eq 'contact' and _sdkmessageid_value eq 20bebb1b-ea3e-db11-86a7-000a3a5473e8 and stage eq 40",
-        )
-        .unwrap();
-        assert_eq!(terms.len(), 3);
-        assert_eq!(terms[0].literal, json!("contact"));
-        assert_eq!(terms[2].literal, json!(40));
-        assert_eq!(
-            parse_filter("name eq 'o''brien'").unwrap()[0].literal,
-            json!("o'brien")
-        );
-        assert!(parse_filter("name eq 'open").is_err());
-        assert!(parse_filter("name gt 1").is_err());
-    }
 }

@@ -1,32 +1,12 @@
 //! Progress of a reconcile on a terminal: counts, and the pause Dataverse
 //! asked for while one runs, so that a throttled run never looks stuck.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use consent_sync::dataverse::pacing::Pacing;
+use consent_sync::reconcile::Counts;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
-#[derive(Debug, Default)]
-pub struct Counts {
-    pub contacts: AtomicUsize,
-    pub users: AtomicUsize,
-    pub differing: AtomicUsize,
-    pub written: AtomicUsize,
-    pub failed: AtomicUsize,
-    pub dataverse_requests: AtomicUsize,
-}
-
-impl Counts {
-    pub fn add(counter: &AtomicUsize, n: usize) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(counter: &AtomicUsize) -> usize {
-        counter.load(Ordering::Relaxed)
-    }
-}
 
 /// The progress line on a terminal, while one is shown: the CLI's log lines
 /// are written around it rather than into it.

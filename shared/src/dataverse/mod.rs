@@ -496,6 +496,52 @@ impl Dataverse<'_> {
         Ok((contacts, next))
     }
 
+    /// The contacts with a key value modified at or after `since` (seconds
+    /// since the epoch), newest first, at most `limit`, with `columns`.
+    pub async fn contacts_modified_since(
+        &self,
+        since: i64,
+        columns: &[&str],
+        limit: usize,
+    ) -> Result<Vec<Contact>, DataverseError> {
+        let first = || {
+            let mut select = vec!["contactid", self.config.contact_key.as_str()];
+            for column in columns {
+                if !select.contains(column) {
+                    select.push(column);
+                }
+            }
+            format!(
+                "contacts?$select={}&$filter={}&$orderby={}&$top={limit}",
+                encode_query_value(&select.join(",")),
+                encode_query_value(&format!(
+                    "{} ne null and modifiedon ge {}",
+                    self.config.contact_key,
+                    crate::time::iso_utc(since)
+                )),
+                encode_query_value("modifiedon desc"),
+            )
+        };
+        let page_size = limit.clamp(1, 5000);
+        let mut contacts = Vec::new();
+        let (mut rows, mut next) = self.rows_page(None, first, page_size, "contacts").await?;
+        loop {
+            for row in rows {
+                contacts.push(contact_of(row)?);
+            }
+            match next {
+                Some(link) if contacts.len() < limit => {
+                    (rows, next) = self
+                        .rows_page(Some(&link), String::new, page_size, "contacts")
+                        .await?;
+                }
+                _ => break,
+            }
+        }
+        contacts.truncate(limit);
+        Ok(contacts)
+    }
+
     /// One page of a collection query: the first (`first()`, a path and
     /// query below the API root) when `next` is `None`, else the
     /// `@odata.nextLink` of the previous page, followed as given but only

@@ -685,6 +685,42 @@ impl Dataverse<'_> {
             failed_jobs,
         })
     }
+
+    /// How many system jobs of the registration's steps failed at or after
+    /// `since` (seconds since the epoch).
+    pub async fn failed_jobs_since(
+        &self,
+        registration: &Registration,
+        since: i64,
+    ) -> Result<usize, RegistrationError> {
+        let mut count = 0;
+        for step in &registration.steps {
+            let filter = format!(
+                "statuscode eq {STATUS_FAILED} and _owningextensionid_value eq {} and completedon ge {}",
+                guid(&step.id)?,
+                crate::time::iso_utc(since)
+            );
+            let first = || {
+                format!(
+                    "asyncoperations?$select=asyncoperationid&$filter={}",
+                    encode_query_value(&filter)
+                )
+            };
+            let (mut rows, mut next) = self.rows_page(None, first, 5000, "system jobs").await?;
+            loop {
+                count += rows.len();
+                match next {
+                    Some(link) => {
+                        (rows, next) = self
+                            .rows_page(Some(&link), String::new, 5000, "system jobs")
+                            .await?
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(count)
+    }
 }
 
 /// How a registration differs from what `register` would make of it.

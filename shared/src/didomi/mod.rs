@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod deliveries;
+pub mod export;
 
 pub use client::{DidomiClient, DidomiError, DidomiUser};

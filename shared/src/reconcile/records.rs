@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use consent_sync::consents::{Consents, PreferenceChoice, PurposeChoice};
-use consent_sync::contact_point_consent::{ContactPointConsent, Entry, OPTED_IN, OPTED_OUT};
-use consent_sync::dataverse::bulk::Row;
-use consent_sync::dataverse::consent_records::{
+use crate::consents::{Consents, PreferenceChoice, PurposeChoice};
+use crate::contact_point_consent::{ContactPointConsent, Entry, OPTED_IN, OPTED_OUT};
+use crate::dataverse::bulk::Row;
+use crate::dataverse::consent_records::{
     effective_value, entry_of, new_record, record_update, ConsentRecord, Resolved,
 };
 use serde_json::{Map, Value};

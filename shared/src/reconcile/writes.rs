@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use consent_sync::consents::Consents;
-use consent_sync::dataverse::bulk::{BulkOutcome, Row};
-use consent_sync::dataverse::DataverseClient;
-use consent_sync::didomi::DidomiClient;
-use consent_sync::{Config, Deadline};
+use crate::consents::Consents;
+use crate::dataverse::bulk::{BulkOutcome, Row};
+use crate::dataverse::DataverseClient;
+use crate::didomi::DidomiClient;
+use crate::{Config, Deadline};
 use tokio::task::JoinSet;
 
-use super::progress::Counts;
+use super::Counts;
 
 /// Rows per bulk request. Service protection counts a bulk request as one
 /// request but its execution time in full, Dataverse stops a request after
@@ -33,16 +33,11 @@ const PENDING_BATCHES: usize = 4;
 pub const DIDOMI_IN_FLIGHT: usize = 16;
 
 /// A Dataverse write that did not happen, for the report.
+#[derive(Debug, Clone)]
 pub struct Failure {
     /// Who it concerns: a contact id, or a pseudonymous user for a create.
     pub subject: String,
     pub reason: String,
-}
-
-/// A deadline long enough that only a dead service fails a write: a
-/// reconcile waits out throttling, however long Dataverse asks.
-fn patient_deadline() -> Deadline {
-    Deadline::after(Duration::from_secs(6 * 3600))
 }
 
 /// A table bulk messages write to.
@@ -60,9 +55,9 @@ pub const CONTACTS: Table = Table {
 };
 
 pub const CONSENT_RECORDS: Table = Table {
-    entity_set: consent_sync::contact_point_consent::ENTITY_SET,
-    entity: consent_sync::contact_point_consent::ENTITY,
-    key: consent_sync::contact_point_consent::PRIMARY_KEY,
+    entity_set: crate::contact_point_consent::ENTITY_SET,
+    entity: crate::contact_point_consent::ENTITY,
+    key: crate::contact_point_consent::PRIMARY_KEY,
 };
 
 /// Rows queued for one bulk message, sent `batch_size` at a time.
@@ -73,6 +68,7 @@ pub struct BulkWriter {
     batch_size: usize,
     create: bool,
     table: Table,
+    deadline: Deadline,
     batch: Vec<(Row, String)>,
     running: JoinSet<(Vec<String>, BulkOutcome)>,
     pub failures: Vec<Failure>,
@@ -91,6 +87,7 @@ impl BulkWriter {
         batch_size: usize,
         create: bool,
         table: Table,
+        deadline: Deadline,
     ) -> Self {
         BulkWriter {
             config,
@@ -99,6 +96,7 @@ impl BulkWriter {
             batch_size,
             create,
             table,
+            deadline,
             batch: Vec::with_capacity(batch_size),
             running: JoinSet::new(),
             failures: Vec::new(),
@@ -128,8 +126,9 @@ impl BulkWriter {
         let client = self.client.clone();
         let create = self.create;
         let table = self.table;
+        let deadline = self.deadline;
         self.running.spawn(async move {
-            let dataverse = client.session(&config, patient_deadline());
+            let dataverse = client.session(&config, deadline);
             let outcome = if create {
                 let mut outcome = dataverse
                     .create_multiple(table.entity_set, table.entity, table.key, &rows)
@@ -195,12 +194,12 @@ impl BulkWriter {
 /// function applies a delivery that lost that race — an update of the
 /// contact that exists, through the same code.
 async fn created_meanwhile(
-    dataverse: &consent_sync::dataverse::Dataverse<'_>,
+    dataverse: &crate::dataverse::Dataverse<'_>,
     config: &Config,
     rows: &[Row],
     outcome: &mut BulkOutcome,
 ) {
-    use consent_sync::dataverse::DataverseError;
+    use crate::dataverse::DataverseError;
     let (duplicates, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut outcome.refused)
         .into_iter()
         .partition(|(_, e)| matches!(e, DataverseError::Api { status: 412, .. }));
@@ -219,8 +218,8 @@ async fn created_meanwhile(
             .sync_timestamp_column
             .as_deref()
             .and_then(|column| desired.remove(column))
-            .and_then(|at| at.as_str().and_then(consent_sync::time::parse_utc_seconds));
-        let written = consent_sync::didomi_to_dynamics::apply_to_contacts(
+            .and_then(|at| at.as_str().and_then(crate::time::parse_utc_seconds));
+        let written = crate::didomi_to_dynamics::apply_to_contacts(
             config, dataverse, changed_at, &key, desired, None,
         )
         .await;

@@ -1,0 +1,36 @@
+//! Lambda function, scheduled: registration health, drift between Didomi
+//! and Dynamics, optional repair from Didomi (DESIGN §12).
+
+use std::time::Duration;
+
+use consent_sync::invocation::InvocationError;
+use consent_sync::watch::ConsentWatch;
+use consent_sync::Deadline;
+use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
+use serde_json::Value;
+
+/// Kept back from Lambda's deadline to send the answer.
+const ANSWER_RESERVE: Duration = Duration::from_millis(500);
+
+fn diagnostic(error: impl Into<InvocationError>) -> Diagnostic {
+    let error = error.into();
+    Diagnostic {
+        error_type: error.error_type.into(),
+        error_message: error.message,
+    }
+}
+
+// Multi-threaded: the export's files are decompressed on every core the
+// function's memory size gives it.
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    consent_sync::logging::init("consent-watch");
+    let watch = ConsentWatch::from_env().await;
+    let watch = &watch;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let watch = watch.as_ref().map_err(|e| diagnostic(e.clone()))?;
+        let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
+        watch.run(deadline).await.map_err(diagnostic)
+    }))
+    .await
+}
