@@ -1,6 +1,7 @@
 //! Test support: a function wired to the simulators, sample deliveries, and
 //! the external processes the end-to-end tests need (moto's Secrets Manager).
 
+pub mod export;
 pub mod lambda;
 pub mod moto;
 

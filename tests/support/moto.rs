@@ -106,6 +106,30 @@ impl Moto {
         aws_sdk_sqs::Client::from_conf(config)
     }
 
+    /// An S3 client of moto (path-style: one host name for every bucket).
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .endpoint_url(&self.url)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Creates a bucket.
+    pub async fn create_bucket(&self, name: &str) {
+        self.s3_client()
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// Creates a queue; its URL.
     pub async fn create_queue(&self, name: &str) -> String {
         self.sqs_client()

@@ -3,6 +3,7 @@ the configuration secret readable by every function, and authentication on
 every route. Each check returns the violations it found, as sentences."""
 
 import copy
+import json
 import os
 import re
 
@@ -149,8 +150,13 @@ def max_receive_count():
     return int(match.group(1))
 
 
+def answers_webhooks(function):
+    events = (function.get("Properties", {}).get("Events", {}) or {}).values()
+    return any(e.get("Type") == "HttpApi" for e in events)
+
+
 def queue_access(template):
-    """Every function parks in its own queue (PARKED_QUEUE_URL) and drains
+    """Every webhook function parks in its own queue (PARKED_QUEUE_URL) and drains
     it: the five queue actions on that queue, an SQS event source on it
     with partial batch answers and a concurrency cap, a visibility timeout
     of at least six times the function's timeout, and a dead-letter queue
@@ -159,6 +165,8 @@ def queue_access(template):
     timeout_default = template.get("Globals", {}).get("Function", {}).get("Timeout", 3)
     owners = {}
     for name, function in resources(template, "AWS::Serverless::Function").items():
+        if not answers_webhooks(function):
+            continue
         queue = variable(template, function, "PARKED_QUEUE_URL")
         if not (isinstance(queue, dict) and "Ref" in queue):
             violations.append(f"{name}: no parked queue of its own (PARKED_QUEUE_URL)")
@@ -333,6 +341,39 @@ def access_logs(template):
     return violations
 
 
+def export_access(template):
+    """A function that reads Didomi's export (DIDOMI_EXPORT) may assume only
+    the export role, and only when one is given; it reads the export bucket
+    itself only when no role is given, and then only under the prefix."""
+    violations = []
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        if variable(template, function, "DIDOMI_EXPORT") is None:
+            continue
+        role = function.get("Properties", {}).get("Role")
+        role_name = role["Fn::GetAtt"][0] if isinstance(role, dict) and "Fn::GetAtt" in role else None
+        policies = template["Resources"].get(role_name, {}).get("Properties", {}).get("Policies", [])
+        for policy in policies:
+            for entry in policy.get("PolicyDocument", {}).get("Statement", []):
+                condition, statement = None, entry
+                if isinstance(entry, dict) and "Fn::If" in entry:
+                    condition, statement = entry["Fn::If"][0], entry["Fn::If"][1]
+                actions = as_list(statement.get("Action", []))
+                if any(a.startswith("sts:") for a in actions):
+                    if condition != "HasExportRole" or statement.get("Resource") != {"Ref": "DidomiExportRoleArn"}:
+                        violations.append(f"{name}: sts:AssumeRole beyond the export role given")
+                if any(a.startswith("s3:") for a in actions):
+                    if condition != "ReadsExportBucket":
+                        violations.append(f"{name}: S3 read even when the export is read through a role")
+                    if any(a != "s3:GetObject" and a != "s3:ListBucket" for a in actions):
+                        violations.append(f"{name}: S3 actions beyond reading")
+                    resource = json.dumps(statement.get("Resource"))
+                    if "s3:::*" in resource or ("GetObject" in str(actions) and "DidomiExportPrefix" not in resource):
+                        violations.append(f"{name}: S3 read beyond the export prefix")
+                    if "ListBucket" in str(actions) and "s3:prefix" not in json.dumps(statement.get("Condition", {})):
+                        violations.append(f"{name}: lists the whole export bucket")
+    return violations
+
+
 def check(template):
     return (
         customer_key(template)
@@ -340,6 +381,7 @@ def check(template):
         + wildcards(template)
         + secret_access(template)
         + queue_access(template)
+        + export_access(template)
         + own_roles(template)
         + queue_alarms(template)
         + route_auth(template)

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from template_rules import (
+    export_access,
     access_logs,
     check,
     customer_key,
@@ -41,13 +42,16 @@ def test_the_template_follows_its_rules(template):
     assert check(template) == []
 
 
-def test_both_functions_and_both_routes_are_there(template):
+def test_the_three_functions_and_both_routes_are_there(template):
     functions = {
         r["Metadata"]["BuildProperties"]["Binary"]: r
         for r in template["Resources"].values()
         if r["Type"] == "AWS::Serverless::Function"
     }
-    assert set(functions) == {"didomi-to-dynamics", "dynamics-to-didomi"}
+    assert set(functions) == {"didomi-to-dynamics", "dynamics-to-didomi", "consent-watch"}
+    daily = functions["consent-watch"]["Properties"]["Events"]["Daily"]
+    assert daily["Type"] == "ScheduleV2"
+    assert daily["Properties"]["ScheduleExpression"] == {"Ref": "WatchSchedule"}
     assert functions["didomi-to-dynamics"]["Properties"]["Events"]["Delivery"]["Properties"]["Path"] == "/didomi"
     assert functions["dynamics-to-didomi"]["Properties"]["Events"]["Delivery"]["Properties"]["Path"] == "/dynamics"
 
@@ -216,3 +220,39 @@ def test_the_api_logs_each_request_without_bodies_or_headers(template):
     def none(t):
         del t["Resources"]["WebhookApi"]["Properties"]["AccessLogSettings"]
     assert access_logs(planted(template, none)) == ["WebhookApi: no access log group of the stack"]
+
+
+def test_the_watch_reads_only_the_export_it_is_given(template):
+    assert export_access(template) == []
+
+    def everything(t):
+        statements_of(t, "ConsentWatchFunction").append(
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::*"})
+    assert export_access(planted(template, everything)) == [
+        "ConsentWatchFunction: S3 read even when the export is read through a role",
+        "ConsentWatchFunction: S3 read beyond the export prefix",
+    ]
+
+    def any_role(t):
+        statements_of(t, "ConsentWatchFunction").append(
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::123456789012:role/admin"})
+    assert export_access(planted(template, any_role)) == [
+        "ConsentWatchFunction: sts:AssumeRole beyond the export role given"
+    ]
+
+    def whole_bucket(t):
+        for entry in statements_of(t, "ConsentWatchFunction"):
+            if "Fn::If" in entry and entry["Fn::If"][1].get("Action") == "s3:ListBucket":
+                entry["Fn::If"][1].pop("Condition")
+    assert export_access(planted(template, whole_bucket)) == [
+        "ConsentWatchFunction: lists the whole export bucket"
+    ]
+
+
+def test_the_watch_alarms_on_drift_registration_and_failed_jobs(template):
+    alarmed = {
+        r["Properties"].get("MetricName")
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("Namespace") == "ConsentSync"
+    }
+    assert {"ContactsDiffering", "RegistrationMismatch", "FailedWebhookJobs"} <= alarmed
