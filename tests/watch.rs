@@ -263,7 +263,7 @@ fn metric_records(logs: &str) -> Vec<Value> {
 async fn watch_once(deployment: &Deployment) -> Value {
     match deployment
         .runtime
-        .invoke(json!({"source": "aws.scheduler"}), Duration::from_secs(60))
+        .invoke(json!({"source": "aws.scheduler"}), Duration::from_secs(120))
         .await
     {
         Some(Invocation::Response(report)) => report,
@@ -282,6 +282,7 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
         .register(&config, DEFAULT_NAME, "http://127.0.0.1:9/dynamics")
         .await
         .unwrap();
+    sim.clear_requests();
     let ids = seed_watch(sim);
     let step = sim.rows("sdkmessageprocessingsteps")
         .into_iter()

@@ -6,6 +6,7 @@
 //! whose delivery back is recognised as an echo.
 
 mod outage;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -176,6 +177,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         if options.event.is_none() {
             consent_records(sim).await?;
             outage::run(sim).await?;
+            watch::run(sim, &config).await?;
         }
     }
 
