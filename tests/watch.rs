@@ -84,7 +84,11 @@ async fn reconcile_from_an_export_reports_what_the_api_reports_and_apply_fixes_e
     sim.clear_requests();
     let report = run(&config, from_export(&export_dir, false)).await.unwrap();
     for field in SAME {
-        assert_eq!(report.json[field], api.json[field], "{field}: {}", report.text);
+        assert_eq!(
+            report.json[field], api.json[field],
+            "{field}: {}",
+            report.text
+        );
     }
     assert_eq!(report.json["didomi_users"], USERS, "user 1 counted once");
     assert!(
@@ -96,13 +100,21 @@ async fn reconcile_from_an_export_reports_what_the_api_reports_and_apply_fixes_e
     let report = run(&config, from_export(&export_dir, true)).await.unwrap();
     assert!(report.ok, "{}", report.text);
     assert_eq!(
-        (report.json["differing"].clone(), report.json["written"].clone()),
+        (
+            report.json["differing"].clone(),
+            report.json["written"].clone()
+        ),
         (json!(100), json!(100))
     );
     let written: usize = sim
         .writes()
         .iter()
-        .map(|w| w.body.as_ref().unwrap()["Targets"].as_array().unwrap().len())
+        .map(|w| {
+            w.body.as_ref().unwrap()["Targets"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(written, 100, "exactly the differing contacts");
     assert!(sim
@@ -126,10 +138,13 @@ async fn an_incomplete_partition_or_a_bad_line_is_refused_and_nothing_is_written
     let (sim, config, dir, files) = exported().await;
     let export_dir = dir.0.join("data").join(EXPORT_ID);
 
-    let error = run(&config, from_export(&export_dir.join("date=2026-11-30"), true))
-        .await
-        .err()
-        .unwrap();
+    let error = run(
+        &config,
+        from_export(&export_dir.join("date=2026-11-30"), true),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(
         error.contains("date=2026-11-30") && error.contains("has no _SUCCESS"),
         "{error}"
@@ -147,16 +162,33 @@ async fn an_incomplete_partition_or_a_bad_line_is_refused_and_nothing_is_written
     let broken = TempDir::new("broken");
     let mut files = files.clone();
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gzip, b"{\"user\": {\"organization_user_id\": \"a\"}}\n{\"user\": oops\n").unwrap();
-    files.push(("users/part-00009-late.json.gz".into(), gzip.finish().unwrap()));
+    std::io::Write::write_all(
+        &mut gzip,
+        b"{\"user\": {\"organization_user_id\": \"a\"}}\n{\"user\": oops\n",
+    )
+    .unwrap();
+    files.push((
+        "users/part-00009-late.json.gz".into(),
+        gzip.finish().unwrap(),
+    ));
     export::write(&broken.0, "2026-11-29", &files, true);
-    let error = run(&config, from_export(&broken.0, true)).await.err().unwrap();
+    let error = run(&config, from_export(&broken.0, true))
+        .await
+        .err()
+        .unwrap();
     assert!(
         error.contains("part-00009-late.json.gz, line 2: not a user record (not JSON"),
         "{error}"
     );
-    assert!(!error.contains("oops"), "the line itself is not repeated: {error}");
-    assert_eq!(sim.writes(), vec![], "nothing written from a refused export");
+    assert!(
+        !error.contains("oops"),
+        "the line itself is not repeated: {error}"
+    );
+    assert_eq!(
+        sim.writes(),
+        vec![],
+        "nothing written from a refused export"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,19 +199,39 @@ async fn reconcile_reads_the_export_from_s3_with_the_role_assumed() {
     let s3 = moto.s3_client();
     let prefix = format!("data/{EXPORT_ID}");
     export::upload(&s3, "didomi-exports", &prefix, "2026-11-29", &files, true).await;
-    export::upload(&s3, "didomi-exports", &prefix, "2026-11-30", &files[..1], false).await;
+    export::upload(
+        &s3,
+        "didomi-exports",
+        &prefix,
+        "2026-11-30",
+        &files[..1],
+        false,
+    )
+    .await;
     let source = format!("s3://didomi-exports/{prefix}/");
     let role = "arn:aws:iam::123456789012:role/didomi-export-access";
 
     let (code, stdout, stderr) = consent_sync_tests::moto::consent_sync_with_aws(
         &moto.url,
         &sim.config(),
-        &["reconcile", "--didomi-export", &source, "--role-arn", role, "--apply", "--json"],
+        &[
+            "reconcile",
+            "--didomi-export",
+            &source,
+            "--role-arn",
+            role,
+            "--apply",
+            "--json",
+        ],
     );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
-        (report["didomi_users"].clone(), report["differing"].clone(), report["written"].clone()),
+        (
+            report["didomi_users"].clone(),
+            report["differing"].clone(),
+            report["written"].clone()
+        ),
         (json!(USERS), json!(100), json!(100)),
         "{stdout}"
     );
@@ -191,11 +243,17 @@ async fn reconcile_reads_the_export_from_s3_with_the_role_assumed() {
     let (code, stdout, stderr) = consent_sync_tests::moto::consent_sync_with_aws(
         &moto.url,
         &sim.config(),
-        &["reconcile", "--didomi-export", &format!("{source}date=2026-11-30/")],
+        &[
+            "reconcile",
+            "--didomi-export",
+            &format!("{source}date=2026-11-30/"),
+        ],
     );
     assert_ne!(code, 0, "{stdout}");
     assert!(
-        stderr.contains("s3://didomi-exports/data/export-id=3f1c2a9e/date=2026-11-30 has no _SUCCESS"),
+        stderr.contains(
+            "s3://didomi-exports/data/export-id=3f1c2a9e/date=2026-11-30 has no _SUCCESS"
+        ),
         "{stderr}"
     );
 }
@@ -224,11 +282,16 @@ fn seed_watch(sim: &Simulator) -> Vec<String> {
             let id = consent_sync_tests::numbered_contact_id(9000 + i);
             let mut row = serde_json::Map::new();
             row.insert("contactid".into(), json!(id));
-            row.insert("emailaddress1".into(), json!(format!("watch{i}@example.com")));
+            row.insert(
+                "emailaddress1".into(),
+                json!(format!("watch{i}@example.com")),
+            );
             row.insert("donotbulkemail".into(), json!(false));
             row.insert("modifiedon".into(), json!(old));
             let columns = state.columns.clone();
-            state.contacts.push(consent_sync_sim::dataverse::with_defaults(&columns, row));
+            state
+                .contacts
+                .push(consent_sync_sim::dataverse::with_defaults(&columns, row));
             state.didomi.users.push(consent_sync_sim::DidomiUser {
                 id: format!("didomi-watch-{i}"),
                 organization_user_id: format!("watch{i}@example.com"),
@@ -284,23 +347,33 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
         .unwrap();
     sim.clear_requests();
     let ids = seed_watch(sim);
-    let step = sim.rows("sdkmessageprocessingsteps")
+    let step = sim
+        .rows("sdkmessageprocessingsteps")
         .into_iter()
-        .find(|s| s["name"].as_str().is_some_and(|n| n.contains("consent-sync")))
+        .find(|s| {
+            s["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("consent-sync"))
+        })
         .unwrap();
     for (completed, days) in [("recent", 0), ("old", 2)] {
-        sim.state().tables.get_mut("asyncoperations").unwrap().rows.push(
-            json!({
-                "asyncoperationid": format!("{:08x}-0000-4000-8000-000000000000", days),
-                "name": completed,
-                "statuscode": 31,
-                "completedon": days_ago(days),
-                "_owningextensionid_value": step["sdkmessageprocessingstepid"],
-            })
-            .as_object()
-            .cloned()
-            .unwrap(),
-        );
+        sim.state()
+            .tables
+            .get_mut("asyncoperations")
+            .unwrap()
+            .rows
+            .push(
+                json!({
+                    "asyncoperationid": format!("{:08x}-0000-4000-8000-000000000000", days),
+                    "name": completed,
+                    "statuscode": 31,
+                    "completedon": days_ago(days),
+                    "_owningextensionid_value": step["sdkmessageprocessingstepid"],
+                })
+                .as_object()
+                .cloned()
+                .unwrap(),
+            );
     }
 
     let report = watch_once(&deployment).await;
@@ -309,14 +382,21 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
     assert_eq!(report["ContactsWithoutDidomiUser"], 0, "{report}");
     assert_eq!(report["ContactsRepaired"], 0, "{report}");
     assert_eq!(report["RegistrationMismatch"], 0, "{report}");
-    assert_eq!(report["FailedWebhookJobs"], 1, "the old one is not counted: {report}");
+    assert_eq!(
+        report["FailedWebhookJobs"], 1,
+        "the old one is not counted: {report}"
+    );
     assert_eq!(report["partial"], false);
     assert_eq!(sim.writes(), vec![], "no repair unless asked");
 
     // A Dataverse admin deletes the Update step.
     {
         let mut state = sim.state();
-        let steps = &mut state.tables.get_mut("sdkmessageprocessingsteps").unwrap().rows;
+        let steps = &mut state
+            .tables
+            .get_mut("sdkmessageprocessingsteps")
+            .unwrap()
+            .rows;
         let at = steps
             .iter()
             .position(|s| s["sdkmessageprocessingstepid"] == step["sdkmessageprocessingstepid"])
@@ -325,7 +405,13 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
     }
     let report = watch_once(&deployment).await;
     assert_eq!(report["RegistrationMismatch"], 1, "{report}");
-    assert!(report["registration_mismatches"][0].as_str().unwrap().contains("no step"), "{report}");
+    assert!(
+        report["registration_mismatches"][0]
+            .as_str()
+            .unwrap()
+            .contains("no step"),
+        "{report}"
+    );
 
     // The same run with repair, as the function runs with WATCH_REPAIR.
     let repairing = FunctionProcess::start_binary(
@@ -342,7 +428,10 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
     let report = watch_once(&deployment).await;
     assert_eq!(report["ContactsRepaired"], 3, "{report}");
     for id in &ids[..3] {
-        assert_eq!(sim.contact_by_id(id).unwrap()["donotbulkemail"], json!(false));
+        assert_eq!(
+            sim.contact_by_id(id).unwrap()["donotbulkemail"],
+            json!(false)
+        );
     }
     for id in &ids[3..5] {
         assert_eq!(
@@ -358,8 +447,14 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
     let records = metric_records(&logs);
     assert_eq!(records.len(), 2, "one record per run: {logs}");
     let first = &records[0];
-    assert_eq!(first["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ConsentSync");
-    assert_eq!(first["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function"]]));
+    assert_eq!(
+        first["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ConsentSync"
+    );
+    assert_eq!(
+        first["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Function"]])
+    );
     assert_eq!(first["Function"], "consent-watch");
     assert_eq!(first["ContactsDiffering"], 3);
     assert_eq!(records[1]["RegistrationMismatch"], 1);
@@ -369,7 +464,10 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
         .find(|l| l["message"] == "watch finished")
         .unwrap_or_else(|| panic!("one report line: {logs}"));
     assert_eq!(report_line["level"], "INFO");
-    assert!(!logs.contains("watch0@example.com"), "no user id in the logs");
+    assert!(
+        !logs.contains("watch0@example.com"),
+        "no user id in the logs"
+    );
     let logs = deployment.stop();
     assert_eq!(metric_records(&logs)[0]["ContactsRepaired"], 3);
 }
@@ -386,7 +484,11 @@ async fn consent_sync_watch_prints_one_figure_per_line_and_uses_the_export_when_
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let figures: Vec<&str> = stdout.lines().take(6).collect();
     assert_eq!(
         figures,

@@ -91,7 +91,12 @@ enum Command {
         didomi_export: Option<String>,
         /// The IAM role to assume to read Didomi's export bucket (Didomi's
         /// bucket_access_role_arn).
-        #[arg(long, value_name = "ARN", env = "DIDOMI_EXPORT_ROLE_ARN", requires = "didomi_export")]
+        #[arg(
+            long,
+            value_name = "ARN",
+            env = "DIDOMI_EXPORT_ROLE_ARN",
+            requires = "didomi_export"
+        )]
         role_arn: Option<String>,
     },
     /// Runs the watch once, as the consent-watch function does on its

@@ -47,7 +47,10 @@ pub async fn run(
     let mut printed = Report::success(report.to_text(), report.to_json());
     if !report.unchecked.is_empty() {
         printed.ok = false;
-        printed.reason = Some(format!("the watch could not check: {}", report.unchecked.join("; ")));
+        printed.reason = Some(format!(
+            "the watch could not check: {}",
+            report.unchecked.join("; ")
+        ));
     }
     Ok(printed)
 }

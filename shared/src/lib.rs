@@ -24,9 +24,9 @@ pub mod reconcile;
 pub mod retry;
 pub mod secret;
 pub mod time;
-pub mod watch;
 pub mod tls;
 pub mod token;
+pub mod watch;
 
 pub use config::{Config, ConfigError};
 pub use config_source::{ConfigCache, ConfigSource};

@@ -659,9 +659,3 @@ fn create_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
     }))
     .into_response()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-}

@@ -220,8 +220,8 @@ mod tests {
 
     #[test]
     fn filters_join_terms_with_and_and_unescape_doubled_quotes() {
-        let terms =
-            parse_filter("emailaddress1 eq 'o''brien+news&co@example.com' and stage eq 40").unwrap();
+        let terms = parse_filter("emailaddress1 eq 'o''brien+news&co@example.com' and stage eq 40")
+            .unwrap();
         assert_eq!(terms[0].literal, json!("o'brien+news&co@example.com"));
         assert_eq!(terms[1].literal, json!(40));
         assert!(parse_filter("emailaddress1 eq 'o'brien@example.com'")
@@ -234,7 +234,10 @@ mod tests {
     fn dates_compare_and_nulls_match_only_ne_null() {
         let terms = parse_filter("modifiedon ge 2026-11-29T10:00:00Z and key ne null").unwrap();
         let row = |at: &str, key: Value| {
-            json!({"modifiedon": at, "key": key}).as_object().unwrap().clone()
+            json!({"modifiedon": at, "key": key})
+                .as_object()
+                .unwrap()
+                .clone()
         };
         let holds = |r: &Map<String, Value>| terms.iter().all(|t| t.holds(r));
         assert!(holds(&row("2026-11-29T10:00:00Z", json!("a"))));

@@ -761,9 +761,3 @@ fn delete(state: &mut SimState, set: &str, id: &str) -> Response {
     state.tables.get_mut(set).expect("known").rows.remove(index);
     StatusCode::NO_CONTENT.into_response()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-}

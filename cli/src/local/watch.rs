@@ -22,10 +22,18 @@ pub async fn run(sim: &Simulator, config: &Config) -> Result<(), String> {
         .didomi
         .users
         .iter()
-        .map(|u| (u.organization_user_id.clone(), Value::Object(u.consents.clone())))
+        .map(|u| {
+            (
+                u.organization_user_id.clone(),
+                Value::Object(u.consents.clone()),
+            )
+        })
         .collect();
     let planted = users.iter().find_map(|(user, consents)| {
-        let contact = sim.contacts_where(&config.contact_key, user).into_iter().next()?;
+        let contact = sim
+            .contacts_where(&config.contact_key, user)
+            .into_iter()
+            .next()?;
         let consents = serde_json::from_value(consents.clone()).ok()?;
         let desired = consent_sync::mapping::columns_from_consents(&config.mappings, &consents);
         desired.iter().find_map(|(column, wanted)| {
@@ -38,7 +46,9 @@ pub async fn run(sim: &Simulator, config: &Config) -> Result<(), String> {
     };
     let id = id.as_str().unwrap_or_default().to_string();
     println!();
-    println!("5. The daily watch: an import sets {column} = {value} on contact {id}, no webhook fires");
+    println!(
+        "5. The daily watch: an import sets {column} = {value} on contact {id}, no webhook fires"
+    );
     sim.set_contact_columns(&id, json!({ column.clone(): value }));
 
     let report = watch::run(&config, &clients, &Settings::default(), deadline()).await;

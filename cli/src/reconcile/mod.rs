@@ -7,8 +7,8 @@ pub mod progress;
 
 use std::io::IsTerminal;
 
-use consent_sync::reconcile::{Reconcile, Summary};
 pub use consent_sync::reconcile::{Options, Truth};
+use consent_sync::reconcile::{Reconcile, Summary};
 use consent_sync::Config;
 use serde_json::json;
 

@@ -257,10 +257,16 @@ impl Reconcile {
 
     pub async fn run(mut self) -> Result<Summary, ReconcileError> {
         let started = Instant::now();
-        let batch_size = self.options.batch_size.unwrap_or(writes::DEFAULT_BATCH_SIZE);
+        let batch_size = self
+            .options
+            .batch_size
+            .unwrap_or(writes::DEFAULT_BATCH_SIZE);
         let mut users = match self.options.export.clone() {
             Some(export) => Users::Export(export.users().await?),
-            None => Users::Api { cursor: None, done: false },
+            None => Users::Api {
+                cursor: None,
+                done: false,
+            },
         };
         let failures = match self.options.from {
             Truth::Didomi => self.follow_didomi(batch_size, &mut users).await?,
@@ -396,7 +402,7 @@ impl Reconcile {
                     if apply {
                         let mut fields = desired;
                         fields.insert(config.contact_key.clone(), json!(user_id));
-                            if let Some((column, at)) = guard {
+                        if let Some((column, at)) = guard {
                             fields.insert(column.to_string(), json!(crate::time::iso_utc(at)));
                         }
                         let subject =
@@ -411,7 +417,7 @@ impl Reconcile {
                 };
                 for contact in matched {
                     self.tally.matched += 1;
-                Counts::add(&self.counts.matched, 1);
+                    Counts::add(&self.counts.matched, 1);
                     let current = columns.unpack(&contact.values);
                     let changes = match drift(&desired, &current, guard) {
                         Drift::Same => continue,
@@ -428,7 +434,7 @@ impl Reconcile {
                     if apply {
                         let row = Row {
                             id: Some(contact.id.to_string()),
-                            columns: changes,
+                            columns: stamped(changes, guard),
                         };
                         updates.push(row, format!("contact {}", contact.id)).await;
                     }
@@ -451,7 +457,10 @@ impl Reconcile {
 
     /// Dynamics is the truth: Didomi users are indexed, contacts streamed,
     /// and each differing contact sent as one consent event.
-    async fn follow_dynamics(&mut self, source: &mut Users) -> Result<Vec<Failure>, ReconcileError> {
+    async fn follow_dynamics(
+        &mut self,
+        source: &mut Users,
+    ) -> Result<Vec<Failure>, ReconcileError> {
         let config = self.config.clone();
         let records = self.read_records().await?;
         let address_column = address_column(&records);
@@ -677,8 +686,7 @@ impl Reconcile {
         let tally = self.tally;
         // Creates and consent records are counted apart from the updates
         // and events.
-        let written =
-            Counts::get(&self.counts.written) - tally.created - tally.records_written;
+        let written = Counts::get(&self.counts.written) - tally.created - tally.records_written;
         Summary {
             from: self.options.from,
             applied: self.options.apply,
@@ -714,7 +722,7 @@ pub enum Drift {
     /// The contact holds a change newer than Didomi's state (the guard):
     /// not drift to undo.
     Newer,
-    /// The columns to write, with the guard's time when it is configured.
+    /// The columns that differ (write them [`stamped`]).
     Differs(Map<String, Value>),
 }
 
@@ -724,7 +732,7 @@ pub fn drift(
     current: &Map<String, Value>,
     guard: Option<(&str, i64)>,
 ) -> Drift {
-    let mut changes = differences(desired, current);
+    let changes = differences(desired, current);
     if changes.is_empty() {
         return Drift::Same;
     }
@@ -736,9 +744,17 @@ pub fn drift(
         if applied.is_some_and(|applied| applied > at) {
             return Drift::Newer;
         }
-        changes.insert(column.to_string(), json!(crate::time::iso_utc(at)));
     }
     Drift::Differs(changes)
+}
+
+/// The columns to write: the changes, and the guard's time when it is
+/// configured.
+pub fn stamped(mut changes: Map<String, Value>, guard: Option<(&str, i64)>) -> Map<String, Value> {
+    if let Some((column, at)) = guard {
+        changes.insert(column.to_string(), json!(crate::time::iso_utc(at)));
+    }
+    changes
 }
 
 /// The contact column that holds the records' address, when it is not the
@@ -768,4 +784,38 @@ pub fn user_key(user: &DidomiUser) -> Option<&str> {
     user.organization_user_id
         .as_deref()
         .filter(|u| !u.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_contact_differs_by_its_mapped_columns_unless_it_holds_a_newer_change() {
+        let desired = columns(json!({"donotbulkemail": false}));
+        let same = columns(json!({"donotbulkemail": false, "firstname": "Jane"}));
+        assert_eq!(drift(&desired, &same, None), Drift::Same);
+
+        let current = columns(json!({"donotbulkemail": true, "synced": "2026-11-30T09:00:00Z"}));
+        let expected = Drift::Differs(columns(json!({"donotbulkemail": false})));
+        assert_eq!(drift(&desired, &current, None), expected);
+        let didomi_at = crate::time::parse_utc_seconds("2026-11-30T08:00:00Z").unwrap();
+        assert_eq!(
+            drift(&desired, &current, Some(("synced", didomi_at))),
+            Drift::Newer
+        );
+        let later = didomi_at + 7200;
+        assert_eq!(drift(&desired, &current, Some(("synced", later))), expected);
+        assert_eq!(
+            stamped(
+                columns(json!({"donotbulkemail": false})),
+                Some(("synced", later))
+            ),
+            columns(json!({"donotbulkemail": false, "synced": "2026-11-30T10:00:00Z"}))
+        );
+    }
 }

@@ -69,16 +69,19 @@ impl Settings {
     /// `DIDOMI_EXPORT`, `DIDOMI_EXPORT_ROLE_ARN`, `WATCH_SAMPLE`,
     /// `WATCH_REPAIR` (`none`, the default, or `from-didomi`).
     pub fn from_env() -> Result<Settings, ConfigError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The same, from any source of variables.
+    pub fn from_vars(read: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let var = |name: &str| read(name).filter(|v| !v.trim().is_empty());
         let export = match var(DIDOMI_EXPORT) {
-            Some(source) => Some(
-                Export::parse(&source, var(DIDOMI_EXPORT_ROLE_ARN)).map_err(|e| {
-                    ConfigError::Environment {
-                        name: DIDOMI_EXPORT,
-                        reason: e.to_string(),
-                    }
-                })?,
-            ),
+            Some(source) => Some(Export::parse(&source, var(DIDOMI_EXPORT_ROLE_ARN)).map_err(
+                |e| ConfigError::Environment {
+                    name: DIDOMI_EXPORT,
+                    reason: e.to_string(),
+                },
+            )?),
             None => None,
         };
         let sample = match var(WATCH_SAMPLE) {
@@ -183,10 +186,7 @@ impl Report {
         );
         report.insert("unchecked".into(), json!(self.unchecked));
         report.insert("problems".into(), json!(self.problems));
-        report.insert(
-            "elapsed_ms".into(),
-            json!(self.elapsed.as_millis() as u64),
-        );
+        report.insert("elapsed_ms".into(), json!(self.elapsed.as_millis() as u64));
         Value::Object(report)
     }
 
@@ -216,7 +216,9 @@ impl Report {
             text.push_str(&format!("{name}: {value}\n"));
         }
         if self.partial {
-            text.push_str("Partial: true (stopped at the time limit; the figures cover what was checked)\n");
+            text.push_str(
+                "Partial: true (stopped at the time limit; the figures cover what was checked)\n",
+            );
         }
         for mismatch in &self.registration_mismatches {
             text.push_str(&format!("  registration: {mismatch}\n"));
@@ -276,7 +278,17 @@ pub async fn run(
     registration_health(config, clients, settings, deadline, since, &mut report).await;
     match &settings.export {
         Some(export) => drift_from_export(config, export, settings, deadline, &mut report).await,
-        None => sample::drift_of_recent_contacts(config, clients, settings, deadline, since, &mut report).await,
+        None => {
+            sample::drift_of_recent_contacts(
+                config,
+                clients,
+                settings,
+                deadline,
+                since,
+                &mut report,
+            )
+            .await
+        }
     }
     report.elapsed = started.elapsed();
     report
@@ -428,5 +440,67 @@ impl ConsentWatch {
             tracing::info!(report = %answer, "watch finished");
         }
         Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_names_the_six_figures_by_metric_name_zeros_included() {
+        let report = Report {
+            contacts_checked: 12,
+            contacts_differing: 3,
+            registration_mismatches: vec!["no step for contact Update".into()],
+            ..Report::default()
+        };
+        let json = report.to_json();
+        for name in FIGURES {
+            assert!(json[name].is_u64(), "{name} in {json}");
+        }
+        assert_eq!(json["ContactsDiffering"], 3);
+        assert_eq!(json["RegistrationMismatch"], 1);
+        assert_eq!(json["FailedWebhookJobs"], 0);
+        let text = report.to_text();
+        assert!(
+            text.starts_with("ContactsChecked: 12\nContactsDiffering: 3\n"),
+            "{text}"
+        );
+
+        let record: Value = serde_json::from_str(&report.metric_record(1_700_000_000_000)).unwrap();
+        let metrics = &record["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(metrics["Namespace"], "ConsentSync");
+        assert_eq!(metrics["Dimensions"], json!([["Function"]]));
+        assert_eq!(metrics["Metrics"].as_array().unwrap().len(), 6);
+        assert_eq!(record["Function"], "consent-watch");
+        assert_eq!(record["ContactsChecked"], 12);
+    }
+
+    #[test]
+    fn settings_refuse_what_the_watch_cannot_use() {
+        let settings = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Settings::from_vars(move |name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(settings(&[]).unwrap(), Settings::default());
+        let refused = |vars: &[(&str, &str)]| settings(vars).unwrap_err().to_string();
+        assert!(refused(&[(WATCH_SAMPLE, "0")]).contains(WATCH_SAMPLE));
+        assert!(refused(&[(WATCH_SAMPLE, "5001")]).contains("from 1 to 5000"));
+        assert!(refused(&[(WATCH_REPAIR, "always")]).contains("none or from-didomi"));
+        assert!(refused(&[(DIDOMI_EXPORT, "gs://bucket/data")]).contains(DIDOMI_EXPORT));
+        let chosen = settings(&[
+            (WATCH_SAMPLE, "500"),
+            (WATCH_REPAIR, "from-didomi"),
+            (DIDOMI_EXPORT, "s3://didomi/data/export-id=1"),
+        ])
+        .unwrap();
+        assert_eq!((chosen.sample, chosen.repair), (500, true));
+        assert!(chosen.export.unwrap().is_s3());
     }
 }

@@ -14,11 +14,15 @@ use crate::dataverse::bulk::Row;
 use crate::didomi::DidomiUser;
 use crate::mapping::columns_from_consents;
 use crate::reconcile::writes::{BulkWriter, CONTACTS, DEFAULT_BATCH_SIZE, DIDOMI_IN_FLIGHT};
-use crate::reconcile::{drift, guard_of, Counts, Drift};
+use crate::reconcile::{drift, guard_of, stamped, Counts, Drift};
 use crate::{Config, Deadline};
 
 /// What one lookup gives back: the contact, and its Didomi user if any.
-type Looked = (String, Map<String, Value>, Result<Option<DidomiUser>, String>);
+type Looked = (
+    String,
+    Map<String, Value>,
+    Result<Option<DidomiUser>, String>,
+);
 
 pub(super) async fn drift_of_recent_contacts(
     config: &Arc<Config>,
@@ -41,9 +45,9 @@ pub(super) async fn drift_of_recent_contacts(
     {
         Ok(contacts) => contacts,
         Err(e) => {
-            report
-                .unchecked
-                .push(format!("the recently modified contacts could not be read: {e}"));
+            report.unchecked.push(format!(
+                "the recently modified contacts could not be read: {e}"
+            ));
             return;
         }
     };
@@ -107,22 +111,23 @@ pub(super) async fn drift_of_recent_contacts(
                 continue;
             }
             Err(e) => {
-                report
-                    .unchecked
-                    .push(format!("contact {id}: its Didomi user could not be read: {e}"));
+                report.unchecked.push(format!(
+                    "contact {id}: its Didomi user could not be read: {e}"
+                ));
                 continue;
             }
         };
         report.contacts_checked += 1;
         let desired = columns_from_consents(&config.mappings, &user.consents);
-        let Drift::Differs(changes) = drift(&desired, &current, guard_of(config, &user)) else {
+        let guard = guard_of(config, &user);
+        let Drift::Differs(changes) = drift(&desired, &current, guard) else {
             continue;
         };
         report.contacts_differing += 1;
         if settings.repair {
             let row = Row {
                 id: Some(id.clone()),
-                columns: changes,
+                columns: stamped(changes, guard),
             };
             repairs.push(row, format!("contact {id}")).await;
         }

@@ -319,10 +319,7 @@ fn json_problem(error: &serde_json::Error) -> String {
 async fn each_file<T: Send + 'static>(
     store: &Arc<Store>,
     files: &[String],
-    work: impl Fn(usize, Box<dyn Read + Send>, String) -> Result<T, ExportError>
-        + Send
-        + Sync
-        + 'static,
+    work: impl Fn(usize, Box<dyn Read + Send>, String) -> Result<T, ExportError> + Send + Sync + 'static,
 ) -> Result<Vec<(usize, T)>, ExportError> {
     let work = Arc::new(work);
     let places = Arc::new(Semaphore::new(parallel_files()));
@@ -432,10 +429,12 @@ async fn second_pass(
         let mut batch = Vec::with_capacity(BATCH);
         let send = |batch: Vec<DidomiUser>| {
             // A closed channel: the run stopped reading; so do we.
-            sender.blocking_send(Ok(batch)).map_err(|_| ExportError::Read {
-                what: name.clone(),
-                reason: "the run stopped".into(),
-            })
+            sender
+                .blocking_send(Ok(batch))
+                .map_err(|_| ExportError::Read {
+                    what: name.clone(),
+                    reason: "the run stopped".into(),
+                })
         };
         read_lines(reader, &name, |line, user| {
             if skip.binary_search(&line).is_err() {
