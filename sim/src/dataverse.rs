@@ -1,8 +1,9 @@
 //! The Dataverse Web API (`/api/data/v9.2/`), as far as consent-sync uses
-//! it: the `contacts` entity set with `$select` and `$filter` (`column eq
-//! 'literal'`), PATCH, POST, `WhoAmI`, the contact table's attribute
-//! metadata, the registration tables (see `registration`), and OData error
-//! bodies. Contact writes fire the registered webhooks (see `webhooks`),
+//! it: the routes. The `contacts` entity set with `$select` and the query
+//! options of `query` (`$filter`, `$orderby`, `$top`), paging, PATCH, POST,
+//! the bulk messages, `WhoAmI`, the contact table's attribute metadata,
+//! alternate keys (see `keys`) and the registration tables (see
+//! `registration`). Rows are kept by `contacts`; errors are `odata`'s. Contact writes fire the registered webhooks (see `webhooks`),
 //! initiated by the application user, or by the user named in
 //! `MSCRMCallerID` (impersonation).
 
@@ -16,116 +17,11 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+pub use crate::contacts::with_defaults;
+use crate::contacts::{created, insert_contact, write_columns};
+pub use crate::contacts::standard_columns;
+pub use crate::odata::{fault_response, odata_error, ColumnType, API_PATH};
 use crate::SimState;
-
-pub const API_PATH: &str = "/api/data/v9.2";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Uniqueidentifier,
-    String,
-    Boolean,
-    /// A choice (option set): an integer in JSON.
-    Picklist,
-    /// A date and time, kept to the second in UTC: `2026-11-27T09:15:30Z`.
-    DateTime,
-}
-
-impl ColumnType {
-    /// The `AttributeType` the metadata reports.
-    pub fn attribute_type(self) -> &'static str {
-        match self {
-            ColumnType::Uniqueidentifier => "Uniqueidentifier",
-            ColumnType::String => "String",
-            ColumnType::Boolean => "Boolean",
-            ColumnType::Picklist => "Picklist",
-            ColumnType::DateTime => "DateTime",
-        }
-    }
-}
-
-/// The contact columns the simulated environment has: the standard consent
-/// columns, and a few custom ones (`new_` prefix) for preferences.
-pub fn standard_columns() -> BTreeMap<String, ColumnType> {
-    use ColumnType::*;
-    [
-        ("contactid", Uniqueidentifier),
-        ("firstname", String),
-        ("lastname", String),
-        ("emailaddress1", String),
-        ("emailaddress2", String),
-        ("mobilephone", String),
-        ("donotemail", Boolean),
-        ("donotbulkemail", Boolean),
-        ("donotphone", Boolean),
-        ("donotfax", Boolean),
-        ("donotpostalmail", Boolean),
-        ("donotbulkpostalmail", Boolean),
-        ("donotsendmm", Boolean),
-        ("followemail", Boolean),
-        ("msdyn_gdproptout", Boolean),
-        ("preferredcontactmethodcode", Picklist),
-        ("new_topics", String),
-        ("new_sports", Boolean),
-        ("new_news", Boolean),
-        ("new_profiling", Picklist),
-        ("new_consentsyncedon", DateTime),
-        // System column: Dataverse sets it on every create and update.
-        ("modifiedon", DateTime),
-    ]
-    .into_iter()
-    .map(|(name, kind)| (name.to_string(), kind))
-    .collect()
-}
-
-/// A new row's defaults, as Dataverse fills them in.
-pub fn with_defaults(
-    columns: &BTreeMap<String, ColumnType>,
-    mut row: Map<String, Value>,
-) -> Map<String, Value> {
-    for (name, kind) in columns {
-        let default = match (name.as_str(), kind) {
-            ("followemail", _) => Value::Bool(true),
-            ("modifiedon", _) => json!(crate::didomi::iso_seconds()),
-            ("preferredcontactmethodcode", _) => json!(1),
-            (_, ColumnType::Boolean) => Value::Bool(false),
-            _ => Value::Null,
-        };
-        row.entry(name.clone()).or_insert(default);
-    }
-    row
-}
-
-pub fn odata_error(status: u16, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": code, "message": message}});
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(body),
-    )
-        .into_response()
-}
-
-pub fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
-    let (code, message) = match status {
-        429 => (
-            "0x80072322",
-            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-        ),
-        503 => ("0x80072321", "The service is temporarily unavailable."),
-        401 => (
-            "0x80072560",
-            "The user is not a member of the organization.",
-        ),
-        _ => ("0x80040216", "An unexpected error occurred."),
-    };
-    let mut response = odata_error(status, code, message);
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
-}
 
 fn unauthorized() -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
@@ -437,17 +333,6 @@ fn truncate_times(state: &SimState, fields: &mut Map<String, Value>) {
     }
 }
 
-/// Writes columns to an existing row, as an Update does: a new row version.
-pub(crate) fn write_columns(row: &mut Map<String, Value>, fields: &Map<String, Value>) {
-    let version = row
-        .get("versionnumber")
-        .and_then(Value::as_u64)
-        .unwrap_or(1);
-    row.extend(fields.clone());
-    row.insert("versionnumber".into(), json!(version + 1));
-    row.insert("modifiedon".into(), json!(crate::didomi::iso_seconds()));
-}
-
 fn update_contact(
     state: &mut SimState,
     id: &str,
@@ -499,33 +384,6 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
     }
     let id = insert_contact(state, &fields, user);
     created(state, &id)
-}
-
-/// Adds a contact with `fields` (the others at their defaults) as a Create
-/// by `user` does, its webhooks included; its new id.
-pub(crate) fn insert_contact(
-    state: &mut SimState,
-    fields: &Map<String, Value>,
-    user: &str,
-) -> String {
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut row = fields.clone();
-    row.insert("contactid".into(), json!(id));
-    let row = with_defaults(&state.columns, row);
-    state.push_contact(row);
-    crate::webhooks::contact_written(state, "Create", &id, fields, user);
-    id
-}
-
-/// The answer to a create (or an upsert): 204 with the row's `OData-EntityId`.
-pub(crate) fn created(state: &SimState, id: &str) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
-    response.headers_mut().insert(
-        "OData-EntityId",
-        HeaderValue::from_str(&entity_id).expect("ascii"),
-    );
-    response
 }
 
 /// A bulk target: its primary key (when given) and its columns.

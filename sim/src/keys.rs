@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 
-use crate::dataverse::{odata_error, with_defaults, API_PATH};
+use crate::contacts::with_defaults;
+use crate::odata::{odata_error, API_PATH};
 use crate::SimState;
 
 /// One alternate key of the contact table.
@@ -180,7 +181,7 @@ pub fn patch(
                 return refusal;
             }
             let at = state.contact_position(&id).expect("found above");
-            crate::dataverse::write_columns(&mut state.contacts[at], &fields);
+            crate::contacts::write_columns(&mut state.contacts[at], &fields);
             crate::webhooks::contact_written(state, "Update", &id, &fields, user);
             id
         }
@@ -191,10 +192,10 @@ pub fn patch(
             if let Some(refusal) = conflict(state, &fields, None) {
                 return refusal;
             }
-            crate::dataverse::insert_contact(state, &fields, user)
+            crate::contacts::insert_contact(state, &fields, user)
         }
     };
-    crate::dataverse::created(state, &id)
+    crate::contacts::created(state, &id)
 }
 
 #[cfg(test)]

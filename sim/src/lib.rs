@@ -13,13 +13,16 @@
 //! - [`sqs`]: the few Amazon SQS calls of the parked queues, on the
 //!   simulator's own port.
 
+pub mod contacts;
 pub mod dataverse;
 pub mod didomi;
 pub mod entra;
 pub mod gateway;
 pub mod keys;
+pub mod odata;
 pub mod query;
 pub mod registration;
+pub mod schema;
 pub mod runtime_api;
 pub mod serve;
 pub mod sqs;
@@ -37,7 +40,7 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use dataverse::ColumnType;
+pub use odata::ColumnType;
 
 /// The identity the simulated environment expects.
 #[derive(Debug, Clone)]
@@ -295,10 +298,10 @@ impl Simulator {
     ) -> std::io::Result<Simulator> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let columns = dataverse::standard_columns();
+        let columns = contacts::standard_columns();
         let contacts = contacts
             .into_iter()
-            .map(|c| dataverse::with_defaults(&columns, c))
+            .map(|c| contacts::with_defaults(&columns, c))
             .collect();
         let didomi = DidomiState {
             organization_id: identity.didomi_organization_id.clone(),
@@ -656,7 +659,7 @@ async fn dispatch(
             } else if is_didomi {
                 didomi::fault_response(status, retry_after)
             } else {
-                dataverse::fault_response(status, retry_after)
+                odata::fault_response(status, retry_after)
             }
         }
         None => {}
@@ -667,10 +670,10 @@ async fn dispatch(
             entra::token(&mut guard, &method, &path, &body)
         } else if let Some(rest) = path.strip_prefix("/v1") {
             didomi::serve(&mut guard, &method, rest, &query, &headers, &body)
-        } else if let Some(rest) = path.strip_prefix(dataverse::API_PATH) {
+        } else if let Some(rest) = path.strip_prefix(odata::API_PATH) {
             dataverse::serve(&mut guard, &method, rest, &query, &headers, &body)
         } else {
-            dataverse::odata_error(
+            odata::odata_error(
                 404,
                 "0x80060888",
                 &format!("Resource not found for the segment '{path}'."),

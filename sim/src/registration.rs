@@ -1,8 +1,7 @@
 //! The tables a webhook registration lives in — `serviceendpoints`,
 //! `sdkmessages`, `sdkmessagefilters`, `sdkmessageprocessingsteps`,
-//! `sdkmessageprocessingstepimages`, `asyncoperations` — with the Web API's
-//! query options (`$select`, `$filter` of `eq` terms joined by `and`,
-//! `$orderby`, `$top`), `@odata.bind` lookups, and Dataverse's rules where
+//! `sdkmessageprocessingstepimages`, `asyncoperations` — with `$select`,
+//! the query options of `query`, `@odata.bind` lookups, and Dataverse's rules where
 //! consent-sync could break them: `authvalue` is never returned, a step needs
 //! its message, filter and handler, a service endpoint with steps cannot be
 //! deleted, a step's images go with it.
@@ -15,39 +14,9 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::dataverse::{odata_error, API_PATH};
+use crate::odata::{odata_error, API_PATH};
+pub use crate::schema::*;
 use crate::SimState;
-
-pub const MESSAGE_CREATE: &str = "9ebdbb1b-ea3e-db11-86a7-000a3a5473e8";
-pub const MESSAGE_UPDATE: &str = "20bebb1b-ea3e-db11-86a7-000a3a5473e8";
-pub const MESSAGE_DELETE: &str = "20bebb1b-ea3e-db11-86a7-000a3a5473e9";
-
-/// Customer Insights – Journeys' consent table (`msdynmkt_contactpointconsent4`).
-pub const CONSENT_ENTITY: &str = "msdynmkt_contactpointconsent4";
-pub const CONSENT_SET: &str = "msdynmkt_contactpointconsent4s";
-/// The purposes and topics of a new Journeys environment, as seeded here.
-pub const PURPOSE_NEWSLETTER: &str = "b1a2c3d4-0000-4000-8000-0000000000a1";
-pub const PURPOSE_MARKETING: &str = "b1a2c3d4-0000-4000-8000-0000000000a2";
-pub const TOPIC_SPORTS: &str = "b1a2c3d4-0000-4000-8000-0000000000b1";
-pub const TOPIC_NEWS: &str = "b1a2c3d4-0000-4000-8000-0000000000b2";
-const RESTRICTIVE: i64 = 534_120_000;
-const NON_RESTRICTIVE: i64 = 534_120_001;
-
-/// The choice columns of the consent table and their valid values.
-pub(crate) fn consent_choice_range(
-    column: &str,
-) -> Option<&'static [std::ops::RangeInclusive<i64>]> {
-    Some(match column {
-        "msdynmkt_contactpointtype" => &[534_120_000..=534_120_003],
-        "msdynmkt_value" => &[534_120_000..=534_120_002],
-        "msdynmkt_contactpointconsenttype" => &[534_120_000..=534_120_001],
-        "msdynmkt_source" => &[534_120_000..=534_120_007],
-        "msdynmkt_logicalreason" => &[534_119_999..=534_119_999, 534_120_000..=534_120_007],
-        "statecode" => &[0..=1],
-        "statuscode" => &[1..=2],
-        _ => return None,
-    })
-}
 
 #[derive(Debug, Clone)]
 pub struct Table {

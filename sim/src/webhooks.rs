@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::dataverse::ColumnType;
-use crate::registration::{MESSAGE_CREATE, MESSAGE_UPDATE};
+use crate::odata::ColumnType;
+use crate::schema::{MESSAGE_CREATE, MESSAGE_UPDATE};
 use crate::{Outgoing, SimState};
 
 const NS: &str = "http://schemas.microsoft.com/xrm/2011/Contracts";
@@ -82,7 +82,7 @@ fn attribute(state: &SimState, logical_name: &str, column: &str, value: &Value) 
     }
     let kind = if logical_name == "contact" {
         state.columns.get(column).copied()
-    } else if crate::registration::consent_choice_range(column).is_some() {
+    } else if crate::schema::consent_choice_range(column).is_some() {
         Some(ColumnType::Picklist)
     } else {
         None
