@@ -100,4 +100,3 @@ pub(crate) fn created(state: &SimState, id: &str) -> Response {
     );
     response
 }
-

@@ -61,4 +61,3 @@ pub fn fault_response(status: u16, retry_after: Option<u64>) -> Response {
     }
     response
 }
-

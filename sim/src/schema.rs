@@ -18,9 +18,7 @@ pub const RESTRICTIVE: i64 = 534_120_000;
 pub const NON_RESTRICTIVE: i64 = 534_120_001;
 
 /// The choice columns of the consent table and their valid values.
-pub fn consent_choice_range(
-    column: &str,
-) -> Option<&'static [std::ops::RangeInclusive<i64>]> {
+pub fn consent_choice_range(column: &str) -> Option<&'static [std::ops::RangeInclusive<i64>]> {
     Some(match column {
         "msdynmkt_contactpointtype" => &[534_120_000..=534_120_003],
         "msdynmkt_value" => &[534_120_000..=534_120_002],
@@ -32,4 +30,3 @@ pub fn consent_choice_range(
         _ => return None,
     })
 }
-
