@@ -624,7 +624,7 @@ async fn an_unavailable_token_endpoint_is_retried() {
 async fn who_am_i_names_the_application_user() {
     let fixture = Fixture::new(|_| {}).await;
     let config = consent_sync::Config::from_json(&fixture.sim.config().to_string()).unwrap();
-    let session = fixture.function.dataverse.session(
+    let session = fixture.function.setup.dataverse.session(
         &config,
         consent_sync::Deadline::after(Duration::from_secs(5)),
     );

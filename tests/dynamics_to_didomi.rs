@@ -452,6 +452,7 @@ async fn given_a_sent_event_when_the_user_is_looked_up_then_didomi_holds_the_new
 
     let user = fixture
         .function
+        .setup
         .didomi
         .session(
             &config,
@@ -472,6 +473,7 @@ async fn given_a_sent_event_when_the_user_is_looked_up_then_didomi_holds_the_new
     );
     let nobody = fixture
         .function
+        .setup
         .didomi
         .session(
             &config,

@@ -144,7 +144,8 @@ async fn an_incomplete_partition_or_a_bad_line_is_refused_and_nothing_is_written
     )
     .await
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(
         error.contains("date=2026-11-30") && error.contains("has no _SUCCESS"),
         "{error}"
@@ -155,7 +156,8 @@ async fn an_incomplete_partition_or_a_bad_line_is_refused_and_nothing_is_written
     let error = run(&config, from_export(&only_incomplete.0, true))
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(error.contains("no complete partition"), "{error}");
 
     // A complete partition with a line that is not JSON, in its second file.
@@ -175,7 +177,8 @@ async fn an_incomplete_partition_or_a_bad_line_is_refused_and_nothing_is_written
     let error = run(&config, from_export(&broken.0, true))
         .await
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         error.contains("part-00009-late.json.gz, line 2: not a user record (not JSON"),
         "{error}"

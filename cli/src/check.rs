@@ -132,7 +132,7 @@ async fn alternate_key(
 }
 
 /// Runs every check, even after one failed, so that one run names every problem.
-pub async fn run(config: &Config) -> Result<Report, String> {
+pub async fn run(config: &Config) -> Result<Report, crate::error::CliError> {
     let mut checks = vec![check(
         "configuration",
         true,

@@ -3,6 +3,7 @@
 //! as an SQS event, then delete every record the answer's
 //! `batchItemFailures` does not name and leave those to show again.
 
+use crate::error::{CliError, Result};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{json, Value};
 
@@ -29,7 +30,7 @@ impl EventSource {
 
     /// Up to ten visible records, hidden for `visibility` seconds while the
     /// function works on them; `None` when the queue has none visible.
-    pub async fn receive(&self, visibility: i32) -> Result<Option<Batch>, String> {
+    pub async fn receive(&self, visibility: i32) -> Result<Option<Batch>> {
         let received = self
             .client
             .receive_message()
@@ -40,7 +41,7 @@ impl EventSource {
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
             .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+            .map_err(CliError::queue)?;
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
             return Ok(None);
@@ -80,7 +81,7 @@ impl EventSource {
 
     /// Deletes the records of `batch` that `answer` does not name as
     /// failed; returns the ids of those it names.
-    pub async fn settle(&self, batch: &Batch, answer: &Value) -> Result<Vec<String>, String> {
+    pub async fn settle(&self, batch: &Batch, answer: &Value) -> Result<Vec<String>> {
         let failed: Vec<String> = answer["batchItemFailures"]
             .as_array()
             .into_iter()
@@ -95,7 +96,7 @@ impl EventSource {
                     .receipt_handle(receipt)
                     .send()
                     .await
-                    .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+                    .map_err(CliError::queue)?;
             }
         }
         Ok(failed)
@@ -103,7 +104,7 @@ impl EventSource {
 
     /// Shows every record of `batch` again at once (as if its delay had
     /// passed).
-    pub async fn show_again(&self, batch: &Batch) -> Result<(), String> {
+    pub async fn show_again(&self, batch: &Batch) -> Result<()> {
         for (_, receipt) in &batch.records {
             self.client
                 .change_message_visibility()
@@ -112,13 +113,13 @@ impl EventSource {
                 .visibility_timeout(0)
                 .send()
                 .await
-                .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+                .map_err(CliError::queue)?;
         }
         Ok(())
     }
 
     /// (visible, in flight): the records the queue holds, as it counts them.
-    pub async fn counts(&self) -> Result<(u64, u64), String> {
+    pub async fn counts(&self) -> Result<(u64, u64)> {
         use aws_sdk_sqs::types::QueueAttributeName as Name;
         let answer = self
             .client
@@ -128,7 +129,7 @@ impl EventSource {
             .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())?;
+            .map_err(CliError::queue)?;
         let count = |name: Name| {
             answer
                 .attributes()

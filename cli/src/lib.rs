@@ -2,6 +2,7 @@
 //! tests drive the same code as the binary.
 
 pub mod check;
+pub mod error;
 pub mod event_source;
 pub mod local;
 pub mod reconcile;
@@ -14,28 +15,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use consent_sync::{Config, ConfigSource, Deadline};
+use error::CliError;
 
 /// How long one operator command may take against the services.
 pub const COMMAND_BUDGET: Duration = Duration::from_secs(120);
 
 /// The configuration the command works with: `--config FILE`, else the
 /// secret named by `CONFIG_SECRET_ID`.
-pub async fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+pub async fn load_config(path: Option<&PathBuf>) -> Result<Config, CliError> {
     let source = match path {
         Some(path) => ConfigSource::File(path.clone()),
         None => {
             if std::env::var(consent_sync::config_source::CONFIG_SECRET_ID)
                 .map_or(true, |v| v.trim().is_empty())
             {
-                return Err(
-                    "no configuration: pass --config FILE or set CONFIG_SECRET_ID to the secret's name or ARN"
-                        .into(),
-                );
+                return Err(CliError::NoConfiguration);
             }
-            ConfigSource::from_env().await.map_err(|e| e.to_string())?
+            ConfigSource::from_env().await?
         }
     };
-    source.load().await.map_err(|e| e.to_string())
+    Ok(source.load().await?)
 }
 
 pub fn deadline() -> Deadline {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use consent_sync_cli::error::CliError;
 use consent_sync_cli::{report, webhook};
 
 #[derive(Parser)]
@@ -175,10 +176,10 @@ enum ConfigCommand {
 }
 
 /// Runs `command` with the configuration (`--config FILE`, else the secret).
-async fn with_config<F, Fut>(path: Option<&PathBuf>, command: F) -> Result<report::Report, String>
+async fn with_config<F, Fut>(path: Option<&PathBuf>, command: F) -> Result<report::Report, CliError>
 where
     F: FnOnce(consent_sync::Config) -> Fut,
-    Fut: std::future::Future<Output = Result<report::Report, String>>,
+    Fut: std::future::Future<Output = Result<report::Report, CliError>>,
 {
     let config = consent_sync_cli::load_config(path).await?;
     command(config).await
@@ -253,8 +254,7 @@ async fn main() -> ExitCode {
             let result = with_config(cli.config.as_ref(), |config| async move {
                 let export = didomi_export
                     .map(|source| consent_sync::didomi::export::Export::parse(&source, role_arn))
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
+                    .transpose()?;
                 let options = Options {
                     limit,
                     batch_size,

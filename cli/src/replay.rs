@@ -15,6 +15,7 @@ use consent_sync::parking::ParkedDelivery;
 use consent_sync::{Config, RetryPolicy};
 use serde_json::{json, Value};
 
+use crate::error::{CliError, Result};
 use crate::event_source::EventSource;
 use crate::report::Report;
 
@@ -26,16 +27,6 @@ const VISIBILITY_SECONDS: i32 = 300;
 /// records remain).
 const WAIT_SECONDS: i32 = 2;
 
-fn sqs_error<E>(error: aws_sdk_sqs::error::SdkError<E>) -> String
-where
-    E: std::error::Error + 'static,
-{
-    format!(
-        "the queue: {}",
-        aws_sdk_sqs::error::DisplayErrorContext(error)
-    )
-}
-
 /// What a run did, over every queue.
 #[derive(Default)]
 struct Tally {
@@ -44,13 +35,13 @@ struct Tally {
     records: Vec<Value>,
 }
 
-pub async fn run(config: &Config, queues: Vec<String>, dry_run: bool) -> Result<Report, String> {
+pub async fn run(config: &Config, queues: Vec<String>, dry_run: bool) -> Result<Report> {
     let queues: Vec<String> = if queues.is_empty() {
         std::env::var(consent_sync::parking::PARKED_QUEUE_URL)
             .ok()
             .filter(|q| !q.trim().is_empty())
             .map(|q| vec![q.trim().to_string()])
-            .ok_or("no queue: pass --queue URL or set PARKED_QUEUE_URL (the stack's outputs name each queue)")?
+            .ok_or_else(|| CliError::Usage("no queue: pass --queue URL or set PARKED_QUEUE_URL (the stack's outputs name each queue)".into()))?
     } else {
         queues
     };
@@ -67,7 +58,10 @@ pub async fn run(config: &Config, queues: Vec<String>, dry_run: bool) -> Result<
                 .resolve_consent(section)
                 .await
                 .and_then(|r| r.into_resolved())
-                .map_err(|e| e.to_string())?,
+                .map_err(|source| CliError::Dataverse {
+                    what: "resolving the consent purposes and topics",
+                    source,
+                })?,
         ),
     };
     let replayer = Replayer {
@@ -111,11 +105,8 @@ pub async fn run(config: &Config, queues: Vec<String>, dry_run: bool) -> Result<
 }
 
 /// The records the queue reports visible (approximately, as SQS counts).
-async fn visible(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<u64, String> {
-    let (visible, _) = EventSource::new(sqs.clone(), queue)
-        .counts()
-        .await
-        .map_err(|e| format!("the queue: {e}"))?;
+async fn visible(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<u64> {
+    let (visible, _) = EventSource::new(sqs.clone(), queue).counts().await?;
     Ok(visible)
 }
 
@@ -125,7 +116,7 @@ async fn drain_queue(
     replayer: &Replayer<'_>,
     mode: Mode,
     tally: &mut Tally,
-) -> Result<(), String> {
+) -> Result<()> {
     let pseudonyms = replayer.config.pseudonyms();
     let mut seen = HashSet::new();
     // A dry run keeps what it read hidden until it has been through the
@@ -142,7 +133,7 @@ async fn drain_queue(
             .wait_time_seconds(WAIT_SECONDS)
             .send()
             .await
-            .map_err(sqs_error)?;
+            .map_err(CliError::queue)?;
         let messages = received.messages.unwrap_or_default();
         if messages.is_empty() {
             if visible(sqs, queue).await? == 0 {
@@ -190,7 +181,7 @@ async fn drain_queue(
                             .receipt_handle(&receipt)
                             .send()
                             .await
-                            .map_err(sqs_error)?;
+                            .map_err(CliError::queue)?;
                     }
                     eprintln!("replay: {who}: {what}");
                 }
@@ -222,7 +213,7 @@ async fn drain_queue(
             .visibility_timeout(0)
             .send()
             .await
-            .map_err(sqs_error)?;
+            .map_err(CliError::queue)?;
     }
     tally.done += done;
     tally.failed += failed;

@@ -5,6 +5,8 @@
 
 use serde_json::{json, Value};
 
+use crate::error::CliError;
+
 /// A finished command: the human text, the JSON document, and whether it
 /// succeeded (a check that found problems did not).
 pub struct Report {
@@ -27,7 +29,7 @@ impl Report {
 }
 
 /// Prints the outcome; returns whether the command succeeded.
-pub fn print(result: Result<Report, String>, as_json: bool) -> bool {
+pub fn print(result: Result<Report, CliError>, as_json: bool) -> bool {
     match result {
         Ok(report) => {
             if as_json {
@@ -45,7 +47,8 @@ pub fn print(result: Result<Report, String>, as_json: bool) -> bool {
             }
             report.ok
         }
-        Err(reason) => {
+        Err(error) => {
+            let reason = error.to_string();
             if as_json {
                 println!("{:#}", json!({"ok": false, "error": reason}));
             }

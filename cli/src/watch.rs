@@ -8,6 +8,7 @@ use consent_sync::didomi::export::Export;
 use consent_sync::watch::{self, Clients, Settings, MAX_SAMPLE};
 use consent_sync::{Config, Deadline};
 
+use crate::error::CliError;
 use crate::report::Report;
 
 /// As long as the function may take (Lambda's most).
@@ -20,15 +21,16 @@ pub async fn run(
     repair: bool,
     sample: usize,
     name: String,
-) -> Result<Report, String> {
+) -> Result<Report, CliError> {
     if !(1..=MAX_SAMPLE).contains(&sample) {
-        return Err(format!("--sample must be from 1 to {MAX_SAMPLE}"));
+        return Err(CliError::Usage(format!(
+            "--sample must be from 1 to {MAX_SAMPLE}"
+        )));
     }
     let export = didomi_export
         .filter(|s| !s.trim().is_empty())
         .map(|source| Export::parse(&source, role_arn))
-        .transpose()
-        .map_err(|e| e.to_string())?;
+        .transpose()?;
     let settings = Settings {
         export,
         sample,

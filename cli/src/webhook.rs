@@ -6,6 +6,7 @@ use consent_sync::dataverse::DataverseClient;
 use consent_sync::{Config, RetryPolicy};
 use serde_json::json;
 
+use crate::error::{CliError, Result};
 use crate::report::Report;
 
 fn client() -> DataverseClient {
@@ -29,13 +30,13 @@ fn actions_text(actions: &[RowAction]) -> String {
     text
 }
 
-pub async fn register(config: &Config, name: &str, url: &str) -> Result<Report, String> {
+pub async fn register(config: &Config, name: &str, url: &str) -> Result<Report> {
     let client = client();
     let dataverse = client.session(config, crate::deadline());
     let actions = dataverse
         .register(config, name, url)
         .await
-        .map_err(|e| format!("webhook register: {e}"))?;
+        .map_err(CliError::registration("register"))?;
     let desired = consent_sync::dataverse::registration::Desired::new(config, name);
     let watched: String = desired
         .tables
@@ -64,13 +65,13 @@ pub async fn register(config: &Config, name: &str, url: &str) -> Result<Report, 
     ))
 }
 
-pub async fn unregister(config: &Config, name: &str) -> Result<Report, String> {
+pub async fn unregister(config: &Config, name: &str) -> Result<Report> {
     let client = client();
     let dataverse = client.session(config, crate::deadline());
     let actions = dataverse
         .unregister(name)
         .await
-        .map_err(|e| format!("webhook unregister: {e}"))?;
+        .map_err(CliError::registration("unregister"))?;
     let text = if actions.is_empty() {
         format!(
             "No webhook {name:?} is registered on {}: nothing to remove.\n",
@@ -89,13 +90,13 @@ pub async fn unregister(config: &Config, name: &str) -> Result<Report, String> {
     ))
 }
 
-pub async fn status(config: &Config, name: &str) -> Result<Report, String> {
+pub async fn status(config: &Config, name: &str) -> Result<Report> {
     let client = client();
     let dataverse = client.session(config, crate::deadline());
     let status = dataverse
         .webhook_status(config, name)
         .await
-        .map_err(|e| format!("webhook status: {e}"))?;
+        .map_err(CliError::registration("status"))?;
     let text = status_text(config, name, &status);
     let ok = status.mismatches.is_empty();
     let reason = (!ok).then(|| {

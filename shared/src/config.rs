@@ -1,7 +1,6 @@
 //! The configuration: one JSON document, kept in a Secrets Manager secret
 //! (or, for the CLI, a file), validated when it loads.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -190,6 +189,186 @@ pub fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+fn tenant_id(raw: Option<String>) -> Result<String, ConfigError> {
+    let tenant_id = required("tenant_id", raw)?;
+    if !tenant_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(invalid("tenant_id", "must be a tenant GUID or domain name"));
+    }
+    Ok(tenant_id)
+}
+
+fn server_instance(raw: Option<String>) -> Result<String, ConfigError> {
+    let server_instance = base_url("server_instance", &required("server_instance", raw)?)?;
+    if server_instance.matches('/').count() > 2 {
+        return Err(invalid(
+            "server_instance",
+            "must be the environment's root URL, e.g. https://contoso.crm4.dynamics.com (no path)",
+        ));
+    }
+    Ok(server_instance)
+}
+
+fn contact_key(raw: Option<String>) -> Result<String, ConfigError> {
+    let contact_key = raw.unwrap_or_else(|| DEFAULT_CONTACT_KEY.to_string());
+    if !is_logical_name(&contact_key) {
+        return Err(invalid(
+            "contact_key",
+            "must be a contact column's logical name, e.g. emailaddress1",
+        ));
+    }
+    Ok(contact_key)
+}
+
+/// The contact column mappings: required unless consent records are
+/// configured; each valid, none on the key, no column twice.
+fn mappings(
+    raw: Option<Vec<Value>>,
+    contact_key: &str,
+    consent_records: bool,
+) -> Result<Vec<Mapping>, ConfigError> {
+    let raw_mappings = match raw {
+        None if consent_records => Vec::new(),
+        None => {
+            return Err(invalid(
+                "mappings",
+                "is required (or a contact_point_consent section)",
+            ))
+        }
+        Some(m) if m.is_empty() && !consent_records => {
+            return Err(invalid("mappings", "needs at least one mapping"))
+        }
+        Some(m) => m,
+    };
+    let mut mappings: Vec<Mapping> = Vec::with_capacity(raw_mappings.len());
+    for (index, value) in raw_mappings.into_iter().enumerate() {
+        let field = format!("mappings[{index}]");
+        let raw: RawMapping = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                field.clone()
+            } else {
+                format!("{field}.{path}")
+            };
+            invalid(field, e.into_inner().to_string())
+        })?;
+        let mapping = Mapping::try_from(raw).map_err(|e| invalid(&field, e.0))?;
+        if mapping.column == contact_key {
+            return Err(invalid(
+                &field,
+                format!(
+                    "column `{}` is the contact_key, which consent-sync never overwrites",
+                    mapping.column
+                ),
+            ));
+        }
+        if mappings.iter().any(|m| m.column == mapping.column) {
+            return Err(invalid(
+                &field,
+                format!("column `{}` is already mapped", mapping.column),
+            ));
+        }
+        mappings.push(mapping);
+    }
+    Ok(mappings)
+}
+
+impl DidomiSettings {
+    fn from_raw(raw: Option<RawDidomi>) -> Result<Self, ConfigError> {
+        let didomi = raw.ok_or_else(|| invalid("didomi", "is required"))?;
+        Ok(DidomiSettings {
+            organization_id: required("didomi.organization_id", didomi.organization_id)?,
+            api_key: required_secret("didomi.api_key", didomi.api_key)?,
+            api_secret: required_secret("didomi.api_secret", didomi.api_secret)?,
+            regulation: match didomi.regulation {
+                None => DEFAULT_REGULATION.to_string(),
+                Some(r) => required("didomi.regulation", Some(r))?.to_ascii_lowercase(),
+            },
+        })
+    }
+}
+
+impl DidomiWebhookAuth {
+    fn from_raw(raw: Option<RawDidomiWebhook>) -> Result<Self, ConfigError> {
+        let webhook = raw.unwrap_or(RawDidomiWebhook {
+            auth: WebhookAuthMode::Jwt,
+            client_ids: vec![],
+            allowed_source_ips: vec![],
+        });
+        let allowed_source_ips = webhook
+            .allowed_source_ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| {
+                ip.trim().parse::<IpAddr>().map_err(|_| {
+                    invalid(
+                        format!("didomi_webhook.allowed_source_ips[{i}]"),
+                        "is not an IP address",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(DidomiWebhookAuth {
+            mode: webhook.auth,
+            client_ids: webhook
+                .client_ids
+                .into_iter()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            allowed_source_ips,
+        })
+    }
+}
+
+/// The stale-event guard's column: a column of its own.
+fn sync_timestamp_column(
+    raw: Option<String>,
+    contact_key: &str,
+    mappings: &[Mapping],
+) -> Result<Option<String>, ConfigError> {
+    match raw {
+        None => Ok(None),
+        Some(column) if !is_logical_name(&column) => Err(invalid(
+            "sync_timestamp_column",
+            "must be a contact column's logical name, e.g. new_consentsyncedon",
+        )),
+        Some(column) if column == contact_key || mappings.iter().any(|m| m.column == column) => {
+            Err(invalid(
+                "sync_timestamp_column",
+                format!("column `{column}` is already the contact_key or a mapped column"),
+            ))
+        }
+        Some(column) => Ok(Some(column)),
+    }
+}
+
+/// `log_pseudonym_key`, else a key derived from `client_secret` (never the
+/// secret itself).
+fn log_pseudonym_key(raw: Option<Secret>, client_secret: &Secret) -> Result<Secret, ConfigError> {
+    match raw {
+        Some(key) if key.expose().trim().chars().count() < MIN_WEBHOOK_KEY_CHARS => Err(invalid(
+            "log_pseudonym_key",
+            format!("must be at least {MIN_WEBHOOK_KEY_CHARS} characters long"),
+        )),
+        Some(key) => Ok(key),
+        None => {
+            let derived = crate::logging::hmac_sha256(
+                client_secret.expose().as_bytes(),
+                DERIVED_PSEUDONYM_KEY_LABEL,
+            );
+            Ok(Secret::new(
+                derived
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            ))
+        }
+    }
+}
+
 impl Config {
     /// Parses and validates the secret's JSON. Errors name the field, and for
     /// a mapping its index, e.g. `mappings[2]`.
@@ -210,133 +389,27 @@ impl Config {
         Self::from_raw(raw)
     }
 
+    /// The whole configuration from its sections, each validated where it
+    /// is defined; then the rules that span sections.
     fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let client_id = required("client_id", raw.client_id)?;
         let client_secret = required_secret("client_secret", raw.client_secret)?;
-        let tenant_id = required("tenant_id", raw.tenant_id)?;
-        if !tenant_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(invalid("tenant_id", "must be a tenant GUID or domain name"));
-        }
-        let server_instance = base_url(
-            "server_instance",
-            &required("server_instance", raw.server_instance)?,
-        )?;
-        if server_instance.matches('/').count() > 2 {
-            return Err(invalid(
-                "server_instance",
-                "must be the environment's root URL, e.g. https://contoso.crm4.dynamics.com (no path)",
-            ));
-        }
-        let contact_key = raw
-            .contact_key
-            .unwrap_or_else(|| DEFAULT_CONTACT_KEY.to_string());
-        if !is_logical_name(&contact_key) {
-            return Err(invalid(
-                "contact_key",
-                "must be a contact column's logical name, e.g. emailaddress1",
-            ));
-        }
-
+        let tenant_id = tenant_id(raw.tenant_id)?;
+        let server_instance = server_instance(raw.server_instance)?;
+        let contact_key = contact_key(raw.contact_key)?;
         let contact_point_consent = raw
             .contact_point_consent
             .map(|section| {
                 ContactPointConsent::from_value(section).map_err(|e| invalid(e.field, e.reason))
             })
             .transpose()?;
-        // Contact columns, consent records, or both.
-        let raw_mappings = match raw.mappings {
-            None if contact_point_consent.is_some() => Vec::new(),
-            None => {
-                return Err(invalid(
-                    "mappings",
-                    "is required (or a contact_point_consent section)",
-                ))
-            }
-            Some(m) if m.is_empty() && contact_point_consent.is_none() => {
-                return Err(invalid("mappings", "needs at least one mapping"))
-            }
-            Some(m) => m,
-        };
-        let mut mappings = Vec::with_capacity(raw_mappings.len());
-        let mut columns = HashSet::new();
-        for (index, value) in raw_mappings.into_iter().enumerate() {
-            let field = format!("mappings[{index}]");
-            let raw: RawMapping = serde_path_to_error::deserialize(value).map_err(|e| {
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    field.clone()
-                } else {
-                    format!("{field}.{path}")
-                };
-                invalid(field, e.into_inner().to_string())
-            })?;
-            let mapping = Mapping::try_from(raw).map_err(|e| invalid(&field, e.0))?;
-            if mapping.column == contact_key {
-                return Err(invalid(
-                    &field,
-                    format!(
-                        "column `{}` is the contact_key, which consent-sync never overwrites",
-                        mapping.column
-                    ),
-                ));
-            }
-            if !columns.insert(mapping.column.clone()) {
-                return Err(invalid(
-                    &field,
-                    format!("column `{}` is already mapped", mapping.column),
-                ));
-            }
-            mappings.push(mapping);
-        }
-
-        let didomi = raw.didomi.ok_or_else(|| invalid("didomi", "is required"))?;
-        let didomi = DidomiSettings {
-            organization_id: required("didomi.organization_id", didomi.organization_id)?,
-            api_key: required_secret("didomi.api_key", didomi.api_key)?,
-            api_secret: required_secret("didomi.api_secret", didomi.api_secret)?,
-            regulation: match didomi.regulation {
-                None => DEFAULT_REGULATION.to_string(),
-                Some(r) => required("didomi.regulation", Some(r))?.to_ascii_lowercase(),
-            },
-        };
-
-        let webhook = raw.didomi_webhook.unwrap_or(RawDidomiWebhook {
-            auth: WebhookAuthMode::Jwt,
-            client_ids: vec![],
-            allowed_source_ips: vec![],
-        });
-        let allowed_source_ips = webhook
-            .allowed_source_ips
-            .iter()
-            .enumerate()
-            .map(|(i, ip)| {
-                ip.trim().parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        format!("didomi_webhook.allowed_source_ips[{i}]"),
-                        "is not an IP address",
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let didomi_webhook = DidomiWebhookAuth {
-            mode: webhook.auth,
-            client_ids: webhook
-                .client_ids
-                .into_iter()
-                .map(|c| c.trim().to_string())
-                .filter(|c| !c.is_empty())
-                .collect(),
-            allowed_source_ips,
-        };
-
+        let mappings = mappings(raw.mappings, &contact_key, contact_point_consent.is_some())?;
+        let didomi = DidomiSettings::from_raw(raw.didomi)?;
+        let didomi_webhook = DidomiWebhookAuth::from_raw(raw.didomi_webhook)?;
         let dynamics_webhook_key = match raw.dynamics_webhook_key {
             Some(key) if key.is_empty() => return Err(invalid("dynamics_webhook_key", "is empty")),
             other => other,
         };
-
         let authority_host = base_url(
             "authority_host",
             raw.authority_host
@@ -349,45 +422,9 @@ impl Config {
                 .as_deref()
                 .unwrap_or(DEFAULT_DIDOMI_API_URL),
         )?;
-
-        let sync_timestamp_column = match raw.sync_timestamp_column {
-            None => None,
-            Some(column) if !is_logical_name(&column) => {
-                return Err(invalid(
-                    "sync_timestamp_column",
-                    "must be a contact column's logical name, e.g. new_consentsyncedon",
-                ))
-            }
-            Some(column) if column == contact_key || columns.contains(&column) => {
-                return Err(invalid(
-                    "sync_timestamp_column",
-                    format!("column `{column}` is already the contact_key or a mapped column"),
-                ))
-            }
-            Some(column) => Some(column),
-        };
-        let log_pseudonym_key = match raw.log_pseudonym_key {
-            Some(key) if key.expose().trim().chars().count() < MIN_WEBHOOK_KEY_CHARS => {
-                return Err(invalid(
-                    "log_pseudonym_key",
-                    format!("must be at least {MIN_WEBHOOK_KEY_CHARS} characters long"),
-                ))
-            }
-            Some(key) => key,
-            None => {
-                let derived = crate::logging::hmac_sha256(
-                    client_secret.expose().as_bytes(),
-                    DERIVED_PSEUDONYM_KEY_LABEL,
-                );
-                Secret::new(
-                    derived
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>(),
-                )
-            }
-        };
-
+        let sync_timestamp_column =
+            sync_timestamp_column(raw.sync_timestamp_column, &contact_key, &mappings)?;
+        let log_pseudonym_key = log_pseudonym_key(raw.log_pseudonym_key, &client_secret)?;
         Ok(Config {
             client_id,
             client_secret,

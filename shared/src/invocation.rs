@@ -35,6 +35,16 @@ pub struct InvocationError {
     pub message: String,
 }
 
+/// What Lambda reports for a failed invocation (`errorType`, `errorMessage`).
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type.into(),
+            error_message: error.message,
+        }
+    }
+}
+
 impl From<ConfigError> for InvocationError {
     fn from(error: ConfigError) -> Self {
         InvocationError {

@@ -18,51 +18,25 @@
 //! - The watch: 2,000 contacts modified in the last 24 hours, each looked
 //!   up in Didomi with the same 100 ms per request.
 
+use std::ffi::OsStr;
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use consent_sync_sim::Fault;
-use consent_sync_tests::binary;
 use consent_sync_tests::export::{self, TempDir};
+use consent_sync_tests::{binary, run_measured};
 use serde_json::Value;
 
 const DIDOMI_LATENCY: Duration = Duration::from_millis(100);
 
-/// Runs the CLI, polling its peak resident memory; (wall time, peak kB, stdout).
+/// Runs the CLI; (wall time, peak kB, stdout).
 fn consent_sync(config: &std::path::Path, args: &[&str]) -> (Duration, u64, String) {
     // Built (if need be) before the clock starts.
     let program = binary("consent-sync");
-    let started = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-            {
-                peak = kb;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        started.elapsed(),
-        peak,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.extend([OsStr::new("--config"), config.as_os_str()]);
+    let (elapsed, peak, stdout) = run_measured(&program, &all);
+    (elapsed, peak, String::from_utf8_lossy(&stdout).into_owned())
 }
 
 fn config_file(sim: &consent_sync_sim::Simulator, dir: &TempDir) -> std::path::PathBuf {

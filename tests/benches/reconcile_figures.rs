@@ -10,46 +10,27 @@
 //! — `dynamics` reconciles `--from dynamics` (Didomi events) instead;
 //! `unlimited` lifts the service protection limit.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::ffi::OsStr;
+use std::time::Duration;
 
-use consent_sync_tests::binary;
+use consent_sync_tests::{binary, run_measured};
 use serde_json::Value;
 
-/// Runs the CLI, polling its peak resident memory; (wall time, peak kB, JSON).
+/// Runs `consent-sync reconcile`; (wall time, peak kB, JSON).
 fn reconcile(config: &std::path::Path, args: &[&str]) -> (Duration, u64, Value) {
     let program = binary("consent-sync");
-    let started = Instant::now();
-    let mut child = Command::new(program)
-        .arg("reconcile")
-        .args(args)
-        .args(["--json", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-            {
-                peak = kb;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let output = child.wait_with_output().unwrap();
-    let elapsed = started.elapsed();
+    let mut all: Vec<&OsStr> = vec![OsStr::new("reconcile")];
+    all.extend(args.iter().map(OsStr::new));
+    all.extend([
+        OsStr::new("--json"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+    ]);
+    let (elapsed, peak, stdout) = run_measured(&program, &all);
     (
         elapsed,
         peak,
-        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        serde_json::from_slice(&stdout).unwrap_or(Value::Null),
     )
 }
 

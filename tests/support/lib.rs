@@ -269,3 +269,36 @@ pub async fn reconcile_simulator(count: usize, every: usize) -> Simulator {
     }
     sim
 }
+
+/// Runs `program` with `args` to its end, polling its peak resident memory
+/// (`VmHWM`): the wall time, the peak in kB, and its standard output (its
+/// standard error, a progress line on a terminal, is not shown).
+pub fn run_measured(
+    program: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+) -> (Duration, u64, Vec<u8>) {
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+            {
+                peak = kb;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let output = child.wait_with_output().unwrap();
+    (started.elapsed(), peak, output.stdout)
+}

@@ -8,6 +8,7 @@
 mod outage;
 mod watch;
 
+use crate::error::CliError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,24 +53,23 @@ where
     })
 }
 
-pub async fn run(options: Options) -> Result<(), String> {
+pub async fn run(options: Options) -> Result<(), CliError> {
     let (simulator, config_text) = match &options.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                .map_err(|e| CliError::Local(format!("cannot read {}: {e}", path.display())))?;
             (None, text)
         }
         None => {
             let simulator = Simulator::start(Identity::default(), sample_contacts())
                 .await
-                .map_err(|e| format!("cannot start the simulator: {e}"))?;
+                .map_err(|e| CliError::Local(format!("cannot start the simulator: {e}")))?;
             let text = simulator.config().to_string();
             (Some(simulator), text)
         }
     };
     let config = Config::from_json(&config_text)
-        .and_then(|config| config.check_didomi_webhook().map(|()| config))
-        .map_err(|e| e.to_string())?;
+        .and_then(|config| config.check_didomi_webhook().map(|()| config))?;
     let function = Arc::new(DidomiToDynamics::new(
         ConfigSource::Inline(config_text.clone()),
         Duration::from_secs(300),
@@ -95,7 +95,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         claims,
     )
     .await
-    .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", options.port))?;
+    .map_err(|e| CliError::Local(format!("cannot listen on 127.0.0.1:{}: {e}", options.port)))?;
     let reverse_port = if options.port == 0 {
         0
     } else {
@@ -107,7 +107,7 @@ pub async fn run(options: Options) -> Result<(), String> {
         None,
     )
     .await
-    .map_err(|e| format!("cannot listen on 127.0.0.1:{reverse_port}: {e}"))?;
+    .map_err(|e| CliError::Local(format!("cannot listen on 127.0.0.1:{reverse_port}: {e}")))?;
 
     match &simulator {
         Some(sim) => println!(
@@ -138,7 +138,7 @@ pub async fn run(options: Options) -> Result<(), String> {
 
     let delivery = match &options.event {
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            .map_err(|e| CliError::Local(format!("cannot read {}: {e}", path.display())))?,
         None => SAMPLE_DELIVERY.to_string(),
     };
     let user = match parse_delivery(delivery.as_bytes()) {
@@ -185,12 +185,14 @@ pub async fn run(options: Options) -> Result<(), String> {
         println!("\nServing until Ctrl-C. Try: curl -X POST {}/ -H 'content-type: application/json' --data @events/didomi-event-created.json", gateway.url);
         tokio::signal::ctrl_c()
             .await
-            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+            .map_err(|e| CliError::Local(format!("cannot wait for Ctrl-C: {e}")))?;
     }
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("the delivery was answered with HTTP {status}"))
+        Err(CliError::Local(format!(
+            "the delivery was answered with HTTP {status}"
+        )))
     }
 }
 
@@ -214,7 +216,7 @@ async fn person_edit(
     contact: &Contact,
     didomi_to_dynamics: &str,
     dynamics_to_didomi: &str,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let Some((column, value)) = config
         .mappings
         .iter()
@@ -235,7 +237,8 @@ async fn person_edit(
         "2. Dynamics -> Didomi: a person sets {column} = {value} on contact {}",
         contact.id
     );
-    sim.edit_contact_as_person(&contact.id, json!({ column: value }))?;
+    sim.edit_contact_as_person(&contact.id, json!({ column: value }))
+        .map_err(CliError::Local)?;
     sim.settle().await;
     for answer in answers(sim, dynamics_to_didomi, reverse_before) {
         println!("   Dataverse webhook -> dynamics-to-didomi: {answer}");
@@ -278,7 +281,7 @@ pub const LOCAL_CONSENT_SECTION: &str = r#"{
 /// Step 3: the same deliveries with `contact_point_consent` configured land
 /// in Customer Insights – Journeys' consent records, then a Didomi opt-out
 /// updates the newsletter record in place.
-async fn consent_records(sim: &Simulator) -> Result<(), String> {
+async fn consent_records(sim: &Simulator) -> Result<(), CliError> {
     let mut config = sim.config();
     config["contact_point_consent"] =
         serde_json::from_str(LOCAL_CONSENT_SECTION).expect("valid JSON");
@@ -292,7 +295,7 @@ async fn consent_records(sim: &Simulator) -> Result<(), String> {
         None,
     )
     .await
-    .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    .map_err(|e| CliError::Local(format!("cannot listen on 127.0.0.1: {e}")))?;
     let opt_out = {
         let mut event: Value =
             serde_json::from_str(include_str!("../../../events/didomi-event-created.json"))
@@ -358,7 +361,7 @@ fn describe_records(sim: &Simulator) -> String {
     lines
 }
 
-async fn replay(url: &str, delivery: &str) -> Result<(u16, String), String> {
+async fn replay(url: &str, delivery: &str) -> Result<(u16, String), CliError> {
     let response = reqwest::Client::new()
         .post(format!("{url}/"))
         .header("content-type", "application/json")
@@ -366,7 +369,7 @@ async fn replay(url: &str, delivery: &str) -> Result<(u16, String), String> {
         .body(delivery.to_string())
         .send()
         .await
-        .map_err(|e| format!("the local endpoint did not answer: {e}"))?;
+        .map_err(|e| CliError::Local(format!("the local endpoint did not answer: {e}")))?;
     let status = response.status().as_u16();
     let body = response.text().await.unwrap_or_default();
     Ok((status, body))
@@ -376,17 +379,18 @@ async fn read_contacts(
     function: &DidomiToDynamics,
     config: &Config,
     user: Option<&str>,
-) -> Result<Vec<Contact>, String> {
+) -> Result<Vec<Contact>, CliError> {
     let Some(user) = user else {
         return Ok(Vec::new());
     };
     let columns: Vec<&str> = config.columns_to_dynamics().collect();
     function
+        .setup
         .dataverse
         .session(config, Deadline::after(INVOCATION_BUDGET))
         .find_contacts(user, &columns)
         .await
-        .map_err(|e| format!("cannot read the contact: {e}"))
+        .map_err(|e| CliError::Local(format!("cannot read the contact: {e}")))
 }
 
 /// What changed on the contacts of `user`, column by column.

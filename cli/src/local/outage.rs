@@ -4,6 +4,7 @@
 //! to the function, which applies Didomi's current state. The queue is the
 //! simulator's own SQS, reached through the AWS SDK as in production.
 
+use crate::error::CliError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,26 +31,21 @@ fn sqs_client(sim: &Simulator) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
-pub async fn run(sim: &Simulator) -> Result<(), String> {
+pub async fn run(sim: &Simulator) -> Result<(), CliError> {
     let config_text = sim.config().to_string();
-    let config = Config::from_json(&config_text).map_err(|e| e.to_string())?;
+    let config = Config::from_json(&config_text)?;
     let sqs = sqs_client(sim);
     let queue_url = sqs
         .create_queue()
         .queue_name("consent-sync-didomi-to-dynamics-parked")
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "the simulated SQS: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })?
+        .map_err(CliError::queue)?
         .queue_url
         .unwrap_or_default();
     let mut function =
         DidomiToDynamics::new(ConfigSource::Inline(config_text), Duration::from_secs(300));
-    function.parking = Parking::new(sqs.clone(), &queue_url);
+    function.setup.parking = Parking::new(sqs.clone(), &queue_url);
     let function = Arc::new(function);
     let gateway = Gateway::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -57,7 +53,7 @@ pub async fn run(sim: &Simulator) -> Result<(), String> {
         None,
     )
     .await
-    .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+    .map_err(|e| CliError::Local(format!("cannot listen on 127.0.0.1: {e}")))?;
     let source = EventSource::new(sqs, &queue_url);
 
     // The person of the sample delivery opts back into marketing in Didomi.
@@ -95,7 +91,7 @@ pub async fn run(sim: &Simulator) -> Result<(), String> {
             Deadline::after(Duration::from_secs(29)),
         )
         .await
-        .map_err(|e| e.message)?;
+        .map_err(|e| CliError::Local(e.message))?;
         let failed = source.settle(&batch, &answer).await?;
         println!(
             "   a batch of {} -> {answer} ({} applied)",
@@ -103,7 +99,9 @@ pub async fn run(sim: &Simulator) -> Result<(), String> {
             batch.records.len() - failed.len()
         );
         if !failed.is_empty() {
-            return Err("a parked record was not applied after Dataverse came back".into());
+            return Err(CliError::Local(
+                "a parked record was not applied after Dataverse came back".into(),
+            ));
         }
     }
     let after = read_contacts(&function, &config, Some(&user)).await?;

@@ -4,6 +4,7 @@
 //! contact differing from its Didomi user, repairs it from Didomi, and a
 //! second run finds nothing.
 
+use crate::error::CliError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use consent_sync::{Config, Deadline};
 use consent_sync_sim::Simulator;
 use serde_json::{json, Value};
 
-pub async fn run(sim: &Simulator, config: &Config) -> Result<(), String> {
+pub async fn run(sim: &Simulator, config: &Config) -> Result<(), CliError> {
     let config = Arc::new(config.clone());
     let clients = Clients::new();
     let deadline = || Deadline::after(Duration::from_secs(60));
@@ -74,7 +75,9 @@ pub async fn run(sim: &Simulator, config: &Config) -> Result<(), String> {
         again.contacts_differing
     );
     if again.contacts_differing != 0 || report.contacts_differing == 0 {
-        return Err("the watch did not find and repair the planted drift".into());
+        return Err(CliError::Local(
+            "the watch did not find and repair the planted drift".into(),
+        ));
     }
     Ok(())
 }

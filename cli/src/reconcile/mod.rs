@@ -12,17 +12,18 @@ use consent_sync::reconcile::{Reconcile, Summary};
 use consent_sync::Config;
 use serde_json::json;
 
+use crate::error::CliError;
 use crate::report::Report;
 use progress::Ticker;
 
-pub async fn run(config: &Config, options: Options) -> Result<Report, String> {
-    let reconcile = Reconcile::new(config, options).map_err(|e| e.to_string())?;
+pub async fn run(config: &Config, options: Options) -> Result<Report, CliError> {
+    let reconcile = Reconcile::new(config, options)?;
     let ticker = Ticker::start(
         reconcile.counts(),
         reconcile.pacing(),
         std::io::stderr().is_terminal(),
     );
-    let summary = reconcile.run().await.map_err(|e| e.to_string());
+    let summary = reconcile.run().await;
     drop(ticker);
     Ok(report(config, &summary?))
 }

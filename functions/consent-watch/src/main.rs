@@ -12,14 +12,6 @@ use serde_json::Value;
 /// Kept back from Lambda's deadline to send the answer.
 const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
-fn diagnostic(error: impl Into<InvocationError>) -> Diagnostic {
-    let error = error.into();
-    Diagnostic {
-        error_type: error.error_type.into(),
-        error_message: error.message,
-    }
-}
-
 // Multi-threaded: the export's files are decompressed on every core the
 // function's memory size gives it.
 #[tokio::main]
@@ -28,9 +20,11 @@ async fn main() -> Result<(), Error> {
     let watch = ConsentWatch::from_env().await;
     let watch = &watch;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let watch = watch.as_ref().map_err(|e| diagnostic(e.clone()))?;
+        let watch = watch
+            .as_ref()
+            .map_err(|e| InvocationError::from(e.clone()))?;
         let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
-        watch.run(deadline).await.map_err(diagnostic)
+        watch.run(deadline).await.map_err(Diagnostic::from)
     }))
     .await
 }

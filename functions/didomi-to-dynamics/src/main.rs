@@ -10,14 +10,6 @@ use serde_json::Value;
 /// Kept back from Lambda's deadline to send the answer.
 const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
-fn diagnostic(error: impl Into<InvocationError>) -> Diagnostic {
-    let error = error.into();
-    Diagnostic {
-        error_type: error.error_type.into(),
-        error_message: error.message,
-    }
-}
-
 // Lambda hands a function one event at a time: a single-threaded runtime
 // spares the thread hand-offs of a multi-threaded one.
 #[tokio::main(flavor = "current_thread")]
@@ -28,11 +20,13 @@ async fn main() -> Result<(), Error> {
     let function = DidomiToDynamics::from_env().await;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let function = function.as_ref().map_err(|e| diagnostic(e.clone()))?;
+        let function = function
+            .as_ref()
+            .map_err(|e| InvocationError::from(e.clone()))?;
         let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
         invoke(function, event.payload, deadline)
             .await
-            .map_err(diagnostic)
+            .map_err(Diagnostic::from)
     }))
     .await
 }

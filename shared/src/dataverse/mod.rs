@@ -479,21 +479,27 @@ impl Dataverse<'_> {
         page_size: usize,
     ) -> Result<(Vec<Contact>, Option<String>), DataverseError> {
         let first = || {
-            let mut select = vec!["contactid", self.config.contact_key.as_str()];
-            for column in columns {
-                if !select.contains(column) {
-                    select.push(column);
-                }
-            }
             format!(
                 "contacts?$select={}&$filter={}",
-                encode_query_value(&select.join(",")),
+                self.contact_select(columns),
                 encode_query_value(&format!("{} ne null", self.config.contact_key))
             )
         };
         let (rows, next) = self.rows_page(next, first, page_size, "contacts").await?;
         let contacts = rows.into_iter().map(contact_of).collect::<Result<_, _>>()?;
         Ok((contacts, next))
+    }
+
+    /// `$select` of a contact query: the id, the key, then `columns`, each
+    /// once, encoded.
+    fn contact_select(&self, columns: &[&str]) -> String {
+        let mut select = vec!["contactid", self.config.contact_key.as_str()];
+        for column in columns {
+            if !select.contains(column) {
+                select.push(column);
+            }
+        }
+        encode_query_value(&select.join(","))
     }
 
     /// The contacts with a key value modified at or after `since` (seconds
@@ -505,15 +511,9 @@ impl Dataverse<'_> {
         limit: usize,
     ) -> Result<Vec<Contact>, DataverseError> {
         let first = || {
-            let mut select = vec!["contactid", self.config.contact_key.as_str()];
-            for column in columns {
-                if !select.contains(column) {
-                    select.push(column);
-                }
-            }
             format!(
                 "contacts?$select={}&$filter={}&$orderby={}&$top={limit}",
-                encode_query_value(&select.join(",")),
+                self.contact_select(columns),
                 encode_query_value(&format!(
                     "{} ne null and modifiedon ge {}",
                     self.config.contact_key,

@@ -8,20 +8,15 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, ConfigError};
-use crate::config_source::ConfigCache;
 use crate::contact_point_consent::{wanted_values, ContactPoint};
-use crate::dataverse::consent_records::{reason, RecordWrites, Resolved, ResolvedCache};
+use crate::dataverse::consent_records::{reason, RecordWrites, Resolved};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
-use crate::didomi::DidomiClient;
-use crate::gateway::{
-    authenticate_didomi, body_bytes, json_response, rejected, require_post, Rejection,
-};
+use crate::flows::Setup;
+use crate::gateway::{authenticate_didomi, body_bytes, json_response, rejected, Rejection};
 use crate::mapping::{columns_from_consents, differences};
 use crate::parking::drain::Sources;
-use crate::parking::{
-    failure_response, now_utc, park_failure, ParkedDelivery, Parking, DIDOMI_TO_DYNAMICS,
-};
+use crate::parking::{failure_response, now_utc, park_failure, ParkedDelivery, DIDOMI_TO_DYNAMICS};
 use crate::retry::Deadline;
 use crate::time::{iso_utc, parse_utc_seconds};
 
@@ -29,13 +24,7 @@ use crate::time::{iso_utc, parse_utc_seconds};
 /// Dataverse client with its token and connections.
 #[derive(Debug)]
 pub struct DidomiToDynamics {
-    pub config: ConfigCache,
-    pub dataverse: DataverseClient,
-    /// Reads a parked user's current choices when the queue is drained.
-    pub didomi: DidomiClient,
-    pub parking: Parking,
-    /// The consent purposes and topics, resolved once per configuration load.
-    pub resolved: ResolvedCache,
+    pub setup: Setup,
 }
 
 /// The result of a delivery that was handled.
@@ -102,24 +91,17 @@ impl Outcome {
 }
 
 impl DidomiToDynamics {
-    /// Builds the function's state from the Lambda environment
-    /// (`CONFIG_SECRET_ID`, `CONFIG_CACHE_SECONDS`, the AWS variables). The
-    /// secret itself is read on the first invocation.
+    /// From the Lambda environment; the secret is read on the first
+    /// invocation.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let (source, ttl, parking) = crate::config_source::function_environment().await?;
-        let mut function = Self::new(source, ttl);
-        function.parking = parking;
-        Ok(function)
+        Ok(DidomiToDynamics {
+            setup: Setup::from_env().await?,
+        })
     }
 
     pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
-        let http = crate::http_client();
         DidomiToDynamics {
-            config: ConfigCache::new(source, ttl),
-            dataverse: DataverseClient::new(http.clone(), crate::retry::RetryPolicy::default()),
-            didomi: DidomiClient::new(http, crate::retry::RetryPolicy::default()),
-            parking: Parking::disabled(),
-            resolved: ResolvedCache::default(),
+            setup: Setup::new(source, ttl),
         }
     }
 
@@ -132,14 +114,12 @@ impl DidomiToDynamics {
         deadline: Deadline,
     ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
         let started = Instant::now();
-        if let Err(rejection) = require_post(request) {
-            return Ok(rejected(rejection, started));
-        }
-        let config = self
-            .config
-            .get()
-            .await
-            .and_then(|config| config.check_didomi_webhook().map(|()| config))
+        let config = match self.setup.accept(request, started).await? {
+            Ok(config) => config,
+            Err(answer) => return Ok(answer),
+        };
+        config
+            .check_didomi_webhook()
             .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
         let change = match authenticate_didomi(request, &config.didomi_webhook)
             .and_then(|()| body_bytes(request))
@@ -157,11 +137,16 @@ impl DidomiToDynamics {
             .organization_user_id
             .as_deref()
             .map(|id| pseudonyms.of(id));
-        let result = match self.resolved.get(&config, &self.dataverse, deadline).await {
+        let result = match self
+            .setup
+            .resolved
+            .get(&config, &self.setup.dataverse, deadline)
+            .await
+        {
             Ok(resolved) => {
                 apply(
                     &config,
-                    &self.dataverse,
+                    &self.setup.dataverse,
                     resolved.as_deref(),
                     &change,
                     deadline,
@@ -190,7 +175,7 @@ impl DidomiToDynamics {
                     error_class: error.error_class().into(),
                     parked_at: now_utc(),
                 };
-                let parked = park_failure(&self.parking, error.is_transient(), record).await;
+                let parked = park_failure(&self.setup.parking, error.is_transient(), record).await;
                 crate::metrics::count(if parked.is_parked() {
                     "parked"
                 } else {
@@ -242,13 +227,7 @@ impl crate::invocation::Function for DidomiToDynamics {
     }
 
     fn sources(&self) -> Sources<'_> {
-        Sources {
-            config: &self.config,
-            resolved: &self.resolved,
-            dataverse: &self.dataverse,
-            didomi: &self.didomi,
-            parking: &self.parking,
-        }
+        self.setup.sources()
     }
 }
 

@@ -9,23 +9,17 @@ use serde_json::{json, Map, Value};
 use tokio::sync::Mutex;
 
 use crate::config::{Config, ConfigError};
-use crate::config_source::ConfigCache;
 use crate::consents::{Consents, PreferenceChoice, PurposeChoice};
 use crate::contact_point_consent::{ContactPoint, Entry, OPTED_IN, OPTED_OUT};
-use crate::dataverse::consent_records::{
-    effective_value, entry_of, is_record_of, ConsentRecord, ResolvedCache,
-};
+use crate::dataverse::consent_records::{effective_value, entry_of, is_record_of, ConsentRecord};
 use crate::dataverse::webhook::{is_truncated, parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
-use crate::dataverse::{DataverseClient, DataverseError};
-use crate::didomi::{DidomiClient, DidomiError};
-use crate::gateway::{
-    authenticate_key, body_bytes, header, json_response, rejected, require_post, Rejection,
-};
+use crate::dataverse::DataverseError;
+use crate::didomi::DidomiError;
+use crate::flows::Setup;
+use crate::gateway::{authenticate_key, body_bytes, header, json_response, rejected, Rejection};
 use crate::mapping::{columns_for_changes, consents_from_columns};
 use crate::parking::drain::Sources;
-use crate::parking::{
-    failure_response, now_utc, park_failure, ParkedDelivery, Parking, DYNAMICS_TO_DIDOMI,
-};
+use crate::parking::{failure_response, now_utc, park_failure, ParkedDelivery, DYNAMICS_TO_DIDOMI};
 use crate::retry::Deadline;
 use crate::token::dataverse_token_key;
 
@@ -34,14 +28,9 @@ use crate::token::dataverse_token_key;
 /// Dataverse user id.
 #[derive(Debug)]
 pub struct DynamicsToDidomi {
-    pub config: ConfigCache,
-    pub dataverse: DataverseClient,
-    pub didomi: DidomiClient,
-    pub parking: Parking,
+    pub setup: Setup,
     /// `WhoAmI`'s `UserId` for the credentials it was asked with.
     own_user: Mutex<Option<(u64, String)>>,
-    /// The consent purposes and topics, resolved once per configuration load.
-    pub resolved: ResolvedCache,
 }
 
 /// The result of a change that was handled.
@@ -122,24 +111,19 @@ impl SyncError {
 }
 
 impl DynamicsToDidomi {
-    /// Builds the function's state from the Lambda environment; the secret
-    /// itself is read on the first invocation.
+    /// From the Lambda environment; the secret is read on the first
+    /// invocation.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let (source, ttl, parking) = crate::config_source::function_environment().await?;
-        let mut function = Self::new(source, ttl);
-        function.parking = parking;
-        Ok(function)
+        Ok(DynamicsToDidomi {
+            setup: Setup::from_env().await?,
+            own_user: Mutex::new(None),
+        })
     }
 
     pub fn new(source: crate::config_source::ConfigSource, ttl: std::time::Duration) -> Self {
-        let http = crate::http_client();
         DynamicsToDidomi {
-            config: ConfigCache::new(source, ttl),
-            dataverse: DataverseClient::new(http.clone(), crate::RetryPolicy::default()),
-            didomi: DidomiClient::new(http, crate::RetryPolicy::default()),
-            parking: Parking::disabled(),
+            setup: Setup::new(source, ttl),
             own_user: Mutex::new(None),
-            resolved: ResolvedCache::default(),
         }
     }
 
@@ -152,14 +136,10 @@ impl DynamicsToDidomi {
         deadline: Deadline,
     ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
         let started = Instant::now();
-        if let Err(rejection) = require_post(request) {
-            return Ok(rejected(rejection, started));
-        }
-        let config = self
-            .config
-            .get()
-            .await
-            .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
+        let config = match self.setup.accept(request, started).await? {
+            Ok(config) => config,
+            Err(answer) => return Ok(answer),
+        };
         let key = config
             .dynamics_webhook_key()
             .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
@@ -226,7 +206,7 @@ impl DynamicsToDidomi {
                     error_class: error.error_class().into(),
                     parked_at: now_utc(),
                 };
-                let parked = park_failure(&self.parking, error.is_transient(), record).await;
+                let parked = park_failure(&self.setup.parking, error.is_transient(), record).await;
                 crate::metrics::count(if parked.is_parked() {
                     "parked"
                 } else {
@@ -285,7 +265,12 @@ impl DynamicsToDidomi {
                 return Ok(id.clone());
             }
         }
-        let id = self.dataverse.session(config, deadline).who_am_i().await?;
+        let id = self
+            .setup
+            .dataverse
+            .session(config, deadline)
+            .who_am_i()
+            .await?;
         *slot = Some((key, id.clone()));
         Ok(id)
     }
@@ -301,13 +286,7 @@ impl crate::invocation::Function for DynamicsToDidomi {
     }
 
     fn sources(&self) -> Sources<'_> {
-        Sources {
-            config: &self.config,
-            resolved: &self.resolved,
-            dataverse: &self.dataverse,
-            didomi: &self.didomi,
-            parking: &self.parking,
-        }
+        self.setup.sources()
     }
 }
 
@@ -386,6 +365,7 @@ impl Context<'_> {
             select.push(&config.contact_key);
             let contact = self
                 .function
+                .setup
                 .dataverse
                 .session(config, self.deadline)
                 .get_contact(&change.entity_id, &select)
@@ -440,6 +420,7 @@ impl Context<'_> {
         consents: &Consents,
     ) -> Result<(Outcome, Option<String>), Failure> {
         self.function
+            .setup
             .didomi
             .session(self.config, self.deadline)
             .create_consent_event(&user, consents)
@@ -461,9 +442,10 @@ impl Context<'_> {
         let Some(section) = &config.contact_point_consent else {
             return skipped("contact_point_consent is not configured".into());
         };
-        let dataverse = &self.function.dataverse;
+        let dataverse = &self.function.setup.dataverse;
         let resolved = self
             .function
+            .setup
             .resolved
             .get(self.config, dataverse, self.deadline)
             .await

@@ -1,4 +1,87 @@
-//! The two directions of the sync, each the handler of one Lambda function.
+//! The two directions of the sync, each the handler of one Lambda function,
+//! and what both set up at init.
 
 pub mod didomi_to_dynamics;
 pub mod dynamics_to_didomi;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+
+use crate::config::{Config, ConfigError};
+use crate::config_source::{ConfigCache, ConfigSource};
+use crate::dataverse::consent_records::ResolvedCache;
+use crate::dataverse::DataverseClient;
+use crate::didomi::DidomiClient;
+use crate::gateway::{rejected, require_post};
+use crate::parking::drain::Sources;
+use crate::parking::Parking;
+use crate::retry::RetryPolicy;
+
+/// What a webhook function sets up once and every invocation shares: the
+/// configuration (read from the secret, cached), the Dataverse and Didomi
+/// clients with their tokens and connections, its parked queue, and the
+/// consent purposes and topics resolved once per configuration load.
+#[derive(Debug)]
+pub struct Setup {
+    pub config: ConfigCache,
+    pub dataverse: DataverseClient,
+    pub didomi: DidomiClient,
+    pub parking: Parking,
+    pub resolved: ResolvedCache,
+}
+
+impl Setup {
+    /// From the Lambda environment (`CONFIG_SECRET_ID`,
+    /// `CONFIG_CACHE_SECONDS`, `PARKED_QUEUE_URL`, the AWS variables). The
+    /// secret itself is read on the first invocation.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let (source, ttl, parking) = crate::config_source::function_environment().await?;
+        let mut setup = Self::new(source, ttl);
+        setup.parking = parking;
+        Ok(setup)
+    }
+
+    /// Without a parked queue (tests, the local run).
+    pub fn new(source: ConfigSource, ttl: Duration) -> Self {
+        let http = crate::http_client();
+        Setup {
+            config: ConfigCache::new(source, ttl),
+            dataverse: DataverseClient::new(http.clone(), RetryPolicy::default()),
+            didomi: DidomiClient::new(http, RetryPolicy::default()),
+            parking: Parking::disabled(),
+            resolved: ResolvedCache::default(),
+        }
+    }
+
+    /// What draining the parked queue takes.
+    pub fn sources(&self) -> Sources<'_> {
+        Sources {
+            config: &self.config,
+            resolved: &self.resolved,
+            dataverse: &self.dataverse,
+            didomi: &self.didomi,
+            parking: &self.parking,
+        }
+    }
+
+    /// The start of every request: a POST, and the configuration. `Ok(Err)`
+    /// is the answer to send at once; a configuration that cannot be loaded
+    /// fails the invocation itself (`Err`), naming the field.
+    pub async fn accept(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        started: Instant,
+    ) -> Result<Result<Arc<Config>, ApiGatewayV2httpResponse>, ConfigError> {
+        if let Err(rejection) = require_post(request) {
+            return Ok(Err(rejected(rejection, started)));
+        }
+        let config = self
+            .config
+            .get()
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "configuration"))?;
+        Ok(Ok(config))
+    }
+}
