@@ -507,3 +507,44 @@ async fn consent_sync_watch_prints_one_figure_per_line_and_uses_the_export_when_
     );
     assert!(stdout.contains("registration: not registered"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_cannot_reach_didomi_reports_what_it_could_not_check_and_fails() {
+    let sim = Simulator::start(
+        consent_sync_sim::Identity::default(),
+        consent_sync_sim::sample_contacts(),
+    )
+    .await
+    .unwrap();
+    sim.state().didomi.faults.extend(std::iter::repeat_n(
+        consent_sync_sim::Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        400,
+    ));
+    let dir = TempDir::new("unreachable");
+    let config_path = dir.0.join("config.json");
+    std::fs::write(&config_path, sim.config().to_string()).unwrap();
+    let output = std::process::Command::new(consent_sync_tests::binary("consent-sync"))
+        .args(["watch", "--json", "--config", config_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["ContactsChecked"], 0, "{report}");
+    let unchecked = report["unchecked"].as_array().unwrap();
+    assert!(
+        !unchecked.is_empty()
+            && unchecked.iter().all(|u| u
+                .as_str()
+                .unwrap()
+                .contains("its Didomi user could not be read")),
+        "{report}"
+    );
+    assert!(unchecked.len() <= 20, "a bounded list: {report}");
+    assert!(stderr.contains("the watch could not check"), "{stderr}");
+}

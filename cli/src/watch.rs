@@ -51,7 +51,7 @@ pub async fn run(
         printed.ok = false;
         printed.reason = Some(format!(
             "the watch could not check: {}",
-            report.unchecked.join("; ")
+            watch::listed(&report.unchecked).join("; ")
         ));
     }
     Ok(printed)

@@ -41,6 +41,10 @@ pub const MAX_SAMPLE: usize = 5000;
 /// The window of "recently": failed jobs and modified contacts.
 const WINDOW: Duration = Duration::from_secs(24 * 3600);
 
+/// Problems listed in a report; the rest are counted. A repair of a large
+/// export that fails for one reason must not make an answer of megabytes.
+const LISTED_PROBLEMS: usize = 20;
+
 /// Kept back from the deadline to write the report.
 const REPORT_RESERVE: Duration = Duration::from_secs(5);
 
@@ -184,8 +188,9 @@ impl Report {
             "registration_mismatches".into(),
             json!(self.registration_mismatches),
         );
-        report.insert("unchecked".into(), json!(self.unchecked));
-        report.insert("problems".into(), json!(self.problems));
+        report.insert("unchecked".into(), json!(listed(&self.unchecked)));
+        report.insert("problems".into(), json!(listed(&self.problems)));
+        report.insert("problems_total".into(), json!(self.problems.len()));
         report.insert("elapsed_ms".into(), json!(self.elapsed.as_millis() as u64));
         Value::Object(report)
     }
@@ -223,14 +228,24 @@ impl Report {
         for mismatch in &self.registration_mismatches {
             text.push_str(&format!("  registration: {mismatch}\n"));
         }
-        for unchecked in &self.unchecked {
+        for unchecked in listed(&self.unchecked) {
             text.push_str(&format!("  not checked: {unchecked}\n"));
         }
-        for problem in &self.problems {
+        for problem in listed(&self.problems) {
             text.push_str(&format!("  repair failed: {problem}\n"));
+        }
+        if self.problems.len() > LISTED_PROBLEMS {
+            text.push_str(&format!(
+                "  … {} more repairs failed\n",
+                self.problems.len() - LISTED_PROBLEMS
+            ));
         }
         text
     }
+}
+
+pub fn listed(problems: &[String]) -> &[String] {
+    &problems[..problems.len().min(LISTED_PROBLEMS)]
 }
 
 fn now_seconds() -> i64 {
@@ -431,7 +446,7 @@ impl ConsentWatch {
             tracing::error!(report = %answer, "watch could not make every check");
             return Err(InvocationError {
                 error_type: "WatchIncomplete",
-                message: report.unchecked.join("; "),
+                message: listed(&report.unchecked).join("; "),
             });
         }
         if report.partial || !report.problems.is_empty() {
@@ -475,6 +490,14 @@ mod tests {
         assert_eq!(metrics["Metrics"].as_array().unwrap().len(), 6);
         assert_eq!(record["Function"], "consent-watch");
         assert_eq!(record["ContactsChecked"], 12);
+        let many = Report {
+            problems: (0..25).map(|i| format!("contact {i}: refused")).collect(),
+            ..Report::default()
+        };
+        let json = many.to_json();
+        assert_eq!(json["problems"].as_array().unwrap().len(), 20);
+        assert_eq!(json["problems_total"], 25);
+        assert!(many.to_text().contains("… 5 more repairs failed"));
     }
 
     #[test]

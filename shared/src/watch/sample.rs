@@ -17,6 +17,10 @@ use crate::reconcile::writes::{BulkWriter, CONTACTS, DEFAULT_BATCH_SIZE, DIDOMI_
 use crate::reconcile::{drift, guard_of, stamped, Counts, Drift};
 use crate::{Config, Deadline};
 
+/// Lookups that may fail before the run stops asking: Didomi is then down
+/// or refusing, and a thousand more failures would say nothing new.
+const FAILED_LOOKUPS: usize = 10;
+
 /// What one lookup gives back: the contact, and its Didomi user if any.
 type Looked = (
     String,
@@ -66,7 +70,9 @@ pub(super) async fn drift_of_recent_contacts(
     loop {
         // Keep a few lookups going; start no new one the deadline cannot fit.
         while lookups.len() < DIDOMI_IN_FLIGHT {
-            if deadline.remaining() < REPORT_RESERVE + Duration::from_secs(1) {
+            if deadline.remaining() < REPORT_RESERVE + Duration::from_secs(1)
+                || report.unchecked.len() >= FAILED_LOOKUPS
+            {
                 if contacts.len() > 0 {
                     report.partial = true;
                 }
