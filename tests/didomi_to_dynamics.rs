@@ -176,7 +176,7 @@ async fn the_key_matches_case_insensitively_and_every_matching_contact_is_update
         let columns = state.columns.clone();
         state
             .contacts
-            .push(consent_sync_sim::dataverse::with_defaults(
+            .push(consent_sync_sim::contacts::with_defaults(
                 &columns,
                 twin.as_object().unwrap().clone(),
             ));

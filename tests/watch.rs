@@ -294,7 +294,7 @@ fn seed_watch(sim: &Simulator) -> Vec<String> {
             let columns = state.columns.clone();
             state
                 .contacts
-                .push(consent_sync_sim::dataverse::with_defaults(&columns, row));
+                .push(consent_sync_sim::contacts::with_defaults(&columns, row));
             state.didomi.users.push(consent_sync_sim::DidomiUser {
                 id: format!("didomi-watch-{i}"),
                 organization_user_id: format!("watch{i}@example.com"),

@@ -17,10 +17,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-pub use crate::contacts::standard_columns;
-pub use crate::contacts::with_defaults;
-use crate::contacts::{created, insert_contact, write_columns};
-pub use crate::odata::{fault_response, odata_error, ColumnType, API_PATH};
+use crate::contacts::{created, insert_contact, with_defaults, write_columns};
+use crate::odata::{odata_error, ColumnType, API_PATH};
 use crate::SimState;
 
 fn unauthorized() -> Response {

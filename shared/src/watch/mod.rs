@@ -147,7 +147,7 @@ pub struct Report {
     pub failed_webhook_jobs: usize,
     /// The run stopped at its deadline: the figures cover what it checked.
     pub partial: bool,
-    /// `export` (with its partition) or `recently modified contacts`.
+    /// `export` or `recently modified contacts`.
     pub drift_source: String,
     pub repair: bool,
     /// Checks that could not be made: the run did not do its job.
@@ -524,6 +524,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((chosen.sample, chosen.repair), (500, true));
-        assert!(chosen.export.unwrap().is_s3());
+        assert_eq!(
+            chosen.export,
+            Some(Export::parse("s3://didomi/data/export-id=1", None).unwrap())
+        );
     }
 }

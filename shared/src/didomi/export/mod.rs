@@ -89,10 +89,6 @@ impl Export {
         Ok(Export { location, role_arn })
     }
 
-    pub fn is_s3(&self) -> bool {
-        matches!(self.location, Location::S3 { .. })
-    }
-
     async fn store(&self) -> Result<(Store, String), ExportError> {
         match &self.location {
             Location::Directory(dir) => {
@@ -174,11 +170,6 @@ impl ExportUsers {
             Some(batch) => batch.map(Some),
             None => Ok(None),
         }
-    }
-
-    /// The partition being read, as named in messages.
-    pub fn partition(&self) -> &str {
-        &self.partition
     }
 
     /// Waits for the readers (they end with the last batch).
@@ -475,7 +466,10 @@ mod tests {
         assert!(Export::parse(" ", None).is_err());
         let export = Export::parse("exports/export-id=abc", Some(" ".into())).unwrap();
         assert_eq!(export.role_arn, None);
-        assert!(!export.is_s3());
+        assert_eq!(
+            export.location,
+            Location::Directory("exports/export-id=abc".into())
+        );
     }
 
     #[test]
