@@ -12,7 +12,7 @@ use crate::contact_point_consent::{wanted_values, ContactPoint};
 use crate::dataverse::consent_records::{reason, RecordWrites, Resolved};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
-use crate::flows::Setup;
+use crate::flows::{Outcome, Setup};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, rejected, Rejection};
 use crate::mapping::{columns_from_consents, differences};
 use crate::parking::drain::Sources;
@@ -25,69 +25,6 @@ use crate::time::{iso_utc, parse_utc_seconds};
 #[derive(Debug)]
 pub struct DidomiToDynamics {
     pub setup: Setup,
-}
-
-/// The result of a delivery that was handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Updated {
-        contacts: usize,
-        columns: BTreeSet<String>,
-        records: RecordWrites,
-    },
-    Created {
-        contact_id: String,
-        records: RecordWrites,
-    },
-    Skipped {
-        reason: String,
-    },
-}
-
-impl Outcome {
-    fn skipped(reason: impl Into<String>) -> Self {
-        Outcome::Skipped {
-            reason: reason.into(),
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        let outcome = self.name();
-        let records_json = |records: &RecordWrites| json!({"created": records.created, "updated": records.updated});
-        match self {
-            Outcome::Updated {
-                contacts,
-                columns,
-                records,
-            } => {
-                let mut answer =
-                    json!({"outcome": outcome, "contacts": contacts, "columns": columns});
-                if records.any() {
-                    answer["consent_records"] = records_json(records);
-                }
-                answer
-            }
-            Outcome::Created {
-                contact_id,
-                records,
-            } => {
-                let mut answer = json!({"outcome": outcome, "contact_id": contact_id});
-                if records.any() {
-                    answer["consent_records"] = records_json(records);
-                }
-                answer
-            }
-            Outcome::Skipped { reason } => json!({"outcome": outcome, "reason": reason}),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Outcome::Updated { .. } => "updated",
-            Outcome::Created { .. } => "created",
-            Outcome::Skipped { .. } => "skipped",
-        }
-    }
 }
 
 impl DidomiToDynamics {
@@ -237,17 +174,16 @@ fn answered(
     outcome: &Outcome,
     started: Instant,
 ) -> ApiGatewayV2httpResponse {
-    let (reason, columns) = match outcome {
-        Outcome::Skipped { reason } => (Some(reason.as_str()), None),
-        Outcome::Updated { columns, .. } => (None, Some(json!(columns).to_string())),
-        Outcome::Created { .. } => (None, None),
+    let columns = match outcome {
+        Outcome::Updated { columns, .. } => Some(json!(columns).to_string()),
+        _ => None,
     };
     crate::metrics::count(outcome.name());
     tracing::info!(
         kind,
         user = user.unwrap_or("-"),
         outcome = outcome.name(),
-        reason,
+        reason = outcome.reason(),
         columns,
         duration_ms = started.elapsed().as_millis() as u64,
         "delivery handled"

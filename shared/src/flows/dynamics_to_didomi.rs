@@ -15,7 +15,7 @@ use crate::dataverse::consent_records::{effective_value, entry_of, is_record_of,
 use crate::dataverse::webhook::{is_truncated, parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
 use crate::dataverse::DataverseError;
 use crate::didomi::DidomiError;
-use crate::flows::Setup;
+use crate::flows::{Outcome, Setup};
 use crate::gateway::{authenticate_key, body_bytes, header, json_response, rejected, Rejection};
 use crate::mapping::{columns_for_changes, consents_from_columns};
 use crate::parking::drain::Sources;
@@ -31,42 +31,6 @@ pub struct DynamicsToDidomi {
     pub setup: Setup,
     /// `WhoAmI`'s `UserId` for the credentials it was asked with.
     own_user: Mutex<Option<(u64, String)>>,
-}
-
-/// The result of a change that was handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Sent {
-        purposes: Vec<String>,
-        channels: Vec<String>,
-    },
-    Skipped {
-        reason: String,
-    },
-}
-
-impl Outcome {
-    fn skipped(reason: impl Into<String>) -> Self {
-        Outcome::Skipped {
-            reason: reason.into(),
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Outcome::Sent { .. } => "sent",
-            Outcome::Skipped { .. } => "skipped",
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        match self {
-            Outcome::Sent { purposes, channels } => {
-                json!({"outcome": self.name(), "purposes": purposes, "channels": channels})
-            }
-            Outcome::Skipped { reason } => json!({"outcome": self.name(), "reason": reason}),
-        }
-    }
 }
 
 /// Why a change could not be carried to Didomi.
@@ -159,12 +123,11 @@ impl DynamicsToDidomi {
         match context.apply(&change, size_exceeded).await {
             Ok((outcome, user)) => {
                 let user = user.as_deref().map(|id| config.pseudonyms().of(id));
-                let (reason, purposes) = match &outcome {
-                    Outcome::Skipped { reason } => (Some(reason.as_str()), None),
-                    Outcome::Sent { purposes, channels } => (
-                        None,
-                        Some(json!({"purposes": purposes, "channels": channels}).to_string()),
-                    ),
+                let purposes = match &outcome {
+                    Outcome::Sent { purposes, channels } => {
+                        Some(json!({"purposes": purposes, "channels": channels}).to_string())
+                    }
+                    _ => None,
                 };
                 crate::metrics::count(outcome.name());
                 tracing::info!(
@@ -172,7 +135,7 @@ impl DynamicsToDidomi {
                     entity = %crate::input::logged(&change.entity, crate::input::TABLES, "table"),
                     user = user.as_deref().unwrap_or("-"),
                     outcome = outcome.name(),
-                    reason,
+                    reason = outcome.reason(),
                     choices = purposes,
                     truncated = size_exceeded,
                     duration_ms = started.elapsed().as_millis() as u64,

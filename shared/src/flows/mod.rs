@@ -3,6 +3,9 @@
 
 pub mod didomi_to_dynamics;
 pub mod dynamics_to_didomi;
+mod outcome;
+
+pub use outcome::Outcome;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

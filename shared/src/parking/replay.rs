@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::consents::{Consents, PreferenceChoice};
-use crate::dataverse::consent_records::{RecordWrites, Resolved};
+use crate::dataverse::consent_records::Resolved;
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{ConsentChange, Scope};
 use crate::didomi::{DidomiClient, DidomiError};
-use crate::flows::didomi_to_dynamics::{apply, Outcome};
+use crate::flows::didomi_to_dynamics::apply;
 use crate::flows::dynamics_to_didomi::consent_event_for_record;
 use crate::mapping::{
     columns_differing_from_didomi, columns_from_consents, consents_for_changes, differences,
@@ -175,32 +175,7 @@ impl Replayer<'_> {
         let outcome = apply(config, self.dataverse, self.resolved, &change, deadline)
             .await
             .map_err(|e| self.dataverse_failed(Some(user_id), e))?;
-        let records = |r: RecordWrites| {
-            if r.any() {
-                format!(
-                    "; consent records: {} created, {} updated",
-                    r.created, r.updated
-                )
-            } else {
-                String::new()
-            }
-        };
-        Ok(match outcome {
-            Outcome::Updated {
-                contacts,
-                columns,
-                records: written,
-            } => format!(
-                "updated {contacts} contact(s): {}{}",
-                columns.into_iter().collect::<Vec<_>>().join(", "),
-                records(written)
-            ),
-            Outcome::Created {
-                contact_id,
-                records: written,
-            } => format!("created contact {contact_id}{}", records(written)),
-            Outcome::Skipped { reason } => format!("nothing to apply: {reason}"),
-        })
+        Ok(outcome.to_string())
     }
 
     /// Dynamics → Didomi: the contact's current values of the columns a
