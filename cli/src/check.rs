@@ -159,7 +159,7 @@ pub async fn run(config: &Config) -> Result<Report, crate::error::CliError> {
                 true,
                 format!(
                     "signed in to {} as application user {user}",
-                    config.server_instance
+                    config.dataverse.server_instance
                 ),
             ));
             match dataverse.contact_attributes().await {
@@ -205,7 +205,7 @@ pub async fn run(config: &Config) -> Result<Report, crate::error::CliError> {
         Ok(()) => checks.push(check(
             "didomi",
             true,
-            format!("session opened at {}", config.didomi_api_url),
+            format!("session opened at {}", config.didomi.api_url),
         )),
         Err(e) => checks.push(check("didomi", false, e.to_string())),
     }

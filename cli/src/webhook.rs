@@ -45,7 +45,7 @@ pub async fn register(config: &Config, name: &str, url: &str) -> Result<Report> 
         .collect();
     let text = format!(
         "Webhook {name:?} registered on {}: changes now go to {url}\n{}Columns watched:\n{watched}Remove the System Administrator role from the application user now that registration is done.\n",
-        config.server_instance,
+        config.dataverse.server_instance,
         actions_text(&actions),
     );
     let contact_columns = desired
@@ -75,12 +75,12 @@ pub async fn unregister(config: &Config, name: &str) -> Result<Report> {
     let text = if actions.is_empty() {
         format!(
             "No webhook {name:?} is registered on {}: nothing to remove.\n",
-            config.server_instance
+            config.dataverse.server_instance
         )
     } else {
         format!(
             "Webhook {name:?} removed from {}:\n{}",
-            config.server_instance,
+            config.dataverse.server_instance,
             actions_text(&actions)
         )
     };
@@ -118,12 +118,12 @@ fn status_text(config: &Config, name: &str, status: &Status) -> String {
     let Some(endpoint) = &status.registration.endpoint else {
         return format!(
             "No webhook {name:?} is registered on {}.\n",
-            config.server_instance
+            config.dataverse.server_instance
         );
     };
     text.push_str(&format!(
         "Webhook {name:?} on {}\n  endpoint  {}  {}\n",
-        config.server_instance,
+        config.dataverse.server_instance,
         endpoint.id,
         endpoint.url.as_deref().unwrap_or("(no url)")
     ));

@@ -19,19 +19,13 @@ pub const MIN_WEBHOOK_KEY_CHARS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub tenant_id: String,
-    /// The environment URL without a trailing slash, e.g. `https://contoso.crm4.dynamics.com`.
-    pub server_instance: String,
+    pub dataverse: DataverseSettings,
     pub upsert_mode: bool,
     pub contact_key: String,
     pub mappings: Vec<Mapping>,
     pub didomi: DidomiSettings,
     pub didomi_webhook: DidomiWebhookAuth,
     pub dynamics_webhook_key: Option<Secret>,
-    pub authority_host: String,
-    pub didomi_api_url: String,
     /// A date-time contact column holding the time of the last Didomi
     /// change applied: the stale-event guard.
     pub sync_timestamp_column: Option<String>,
@@ -42,12 +36,27 @@ pub struct Config {
     pub contact_point_consent: Option<ContactPointConsent>,
 }
 
+/// Where and as whom Dataverse is reached: the app registration's client
+/// credentials in an Entra ID tenant, and the environment. The secret keeps
+/// these fields at its top level (`client_id`, `tenant_id`, …).
+#[derive(Debug, Clone)]
+pub struct DataverseSettings {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub tenant_id: String,
+    /// The environment URL without a trailing slash, e.g. `https://contoso.crm4.dynamics.com`.
+    pub server_instance: String,
+    pub authority_host: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct DidomiSettings {
     pub organization_id: String,
     pub api_key: Secret,
     pub api_secret: Secret,
     pub regulation: String,
+    /// `didomi_api_url` at the secret's top level.
+    pub api_url: String,
 }
 
 /// How deliveries to `didomi-to-dynamics` prove they come from Didomi.
@@ -189,6 +198,23 @@ pub fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+impl DataverseSettings {
+    fn from_raw(raw: &mut RawConfig) -> Result<Self, ConfigError> {
+        Ok(DataverseSettings {
+            client_id: required("client_id", raw.client_id.take())?,
+            client_secret: required_secret("client_secret", raw.client_secret.take())?,
+            tenant_id: tenant_id(raw.tenant_id.take())?,
+            server_instance: server_instance(raw.server_instance.take())?,
+            authority_host: base_url(
+                "authority_host",
+                raw.authority_host
+                    .as_deref()
+                    .unwrap_or(DEFAULT_AUTHORITY_HOST),
+            )?,
+        })
+    }
+}
+
 fn tenant_id(raw: Option<String>) -> Result<String, ConfigError> {
     let tenant_id = required("tenant_id", raw)?;
     if !tenant_id
@@ -276,7 +302,7 @@ fn mappings(
 }
 
 impl DidomiSettings {
-    fn from_raw(raw: Option<RawDidomi>) -> Result<Self, ConfigError> {
+    fn from_raw(raw: Option<RawDidomi>, api_url: Option<&str>) -> Result<Self, ConfigError> {
         let didomi = raw.ok_or_else(|| invalid("didomi", "is required"))?;
         Ok(DidomiSettings {
             organization_id: required("didomi.organization_id", didomi.organization_id)?,
@@ -286,6 +312,7 @@ impl DidomiSettings {
                 None => DEFAULT_REGULATION.to_string(),
                 Some(r) => required("didomi.regulation", Some(r))?.to_ascii_lowercase(),
             },
+            api_url: base_url("didomi_api_url", api_url.unwrap_or(DEFAULT_DIDOMI_API_URL))?,
         })
     }
 }
@@ -391,11 +418,8 @@ impl Config {
 
     /// The whole configuration from its sections, each validated where it
     /// is defined; then the rules that span sections.
-    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let client_id = required("client_id", raw.client_id)?;
-        let client_secret = required_secret("client_secret", raw.client_secret)?;
-        let tenant_id = tenant_id(raw.tenant_id)?;
-        let server_instance = server_instance(raw.server_instance)?;
+    fn from_raw(mut raw: RawConfig) -> Result<Config, ConfigError> {
+        let dataverse = DataverseSettings::from_raw(&mut raw)?;
         let contact_key = contact_key(raw.contact_key)?;
         let contact_point_consent = raw
             .contact_point_consent
@@ -404,40 +428,23 @@ impl Config {
             })
             .transpose()?;
         let mappings = mappings(raw.mappings, &contact_key, contact_point_consent.is_some())?;
-        let didomi = DidomiSettings::from_raw(raw.didomi)?;
+        let didomi = DidomiSettings::from_raw(raw.didomi, raw.didomi_api_url.as_deref())?;
         let didomi_webhook = DidomiWebhookAuth::from_raw(raw.didomi_webhook)?;
         let dynamics_webhook_key = match raw.dynamics_webhook_key {
             Some(key) if key.is_empty() => return Err(invalid("dynamics_webhook_key", "is empty")),
             other => other,
         };
-        let authority_host = base_url(
-            "authority_host",
-            raw.authority_host
-                .as_deref()
-                .unwrap_or(DEFAULT_AUTHORITY_HOST),
-        )?;
-        let didomi_api_url = base_url(
-            "didomi_api_url",
-            raw.didomi_api_url
-                .as_deref()
-                .unwrap_or(DEFAULT_DIDOMI_API_URL),
-        )?;
         let sync_timestamp_column =
             sync_timestamp_column(raw.sync_timestamp_column, &contact_key, &mappings)?;
-        let log_pseudonym_key = log_pseudonym_key(raw.log_pseudonym_key, &client_secret)?;
+        let log_pseudonym_key = log_pseudonym_key(raw.log_pseudonym_key, &dataverse.client_secret)?;
         Ok(Config {
-            client_id,
-            client_secret,
-            tenant_id,
-            server_instance,
+            dataverse,
             upsert_mode: raw.upsert_mode,
             contact_key,
             mappings,
             didomi,
             didomi_webhook,
             dynamics_webhook_key,
-            authority_host,
-            didomi_api_url,
             log_pseudonym_key,
             sync_timestamp_column,
             contact_point_consent,
@@ -545,12 +552,18 @@ mod tests {
     #[test]
     fn a_minimal_configuration_gets_the_documented_defaults() {
         let config = Config::from_json(&valid().to_string()).unwrap();
-        assert_eq!(config.server_instance, "https://contoso.crm4.dynamics.com");
+        assert_eq!(
+            config.dataverse.server_instance,
+            "https://contoso.crm4.dynamics.com"
+        );
         assert_eq!(config.contact_key, "emailaddress1");
         assert!(!config.upsert_mode);
         assert_eq!(config.didomi.regulation, "gdpr");
-        assert_eq!(config.authority_host, "https://login.microsoftonline.com");
-        assert_eq!(config.didomi_api_url, "https://api.didomi.io/v1");
+        assert_eq!(
+            config.dataverse.authority_host,
+            "https://login.microsoftonline.com"
+        );
+        assert_eq!(config.didomi.api_url, "https://api.didomi.io/v1");
         assert_eq!(config.didomi_webhook.mode, WebhookAuthMode::Jwt);
     }
 

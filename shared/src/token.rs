@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::Config;
+use crate::config::DataverseSettings;
 use crate::retry::{Deadline, Replay, RetryPolicy, SendError};
 use crate::secret::Secret;
 
@@ -154,17 +154,17 @@ pub async fn request_dataverse_token(
     http: &reqwest::Client,
     policy: &RetryPolicy,
     deadline: Deadline,
-    config: &Config,
+    dataverse: &DataverseSettings,
 ) -> Result<AccessToken, TokenError> {
     let url = format!(
         "{}/{}/oauth2/v2.0/token",
-        config.authority_host, config.tenant_id
+        dataverse.authority_host, dataverse.tenant_id
     );
-    let scope = format!("{}/.default", config.server_instance);
+    let scope = format!("{}/.default", dataverse.server_instance);
     let form = [
         ("grant_type", "client_credentials"),
-        ("client_id", config.client_id.as_str()),
-        ("client_secret", config.client_secret.expose()),
+        ("client_id", dataverse.client_id.as_str()),
+        ("client_secret", dataverse.client_secret.expose()),
         ("scope", scope.as_str()),
     ];
     let response = policy
@@ -204,13 +204,13 @@ pub async fn request_dataverse_token(
 }
 
 /// The key under which a Dataverse token is cached.
-pub fn dataverse_token_key(config: &Config) -> u64 {
+pub fn dataverse_token_key(dataverse: &DataverseSettings) -> u64 {
     credentials_key(&[
-        &config.authority_host,
-        &config.tenant_id,
-        &config.client_id,
-        config.client_secret.expose(),
-        &config.server_instance,
+        &dataverse.authority_host,
+        &dataverse.tenant_id,
+        &dataverse.client_id,
+        dataverse.client_secret.expose(),
+        &dataverse.server_instance,
     ])
 }
 

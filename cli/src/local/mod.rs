@@ -114,7 +114,10 @@ pub async fn run(options: Options) -> Result<(), CliError> {
             "Dataverse, Entra ID and Didomi simulator: {} (sample contacts loaded)",
             sim.url
         ),
-        None => println!("Dataverse environment: {}", config.server_instance),
+        None => println!(
+            "Dataverse environment: {}",
+            config.dataverse.server_instance
+        ),
     }
     println!(
         "didomi-to-dynamics endpoint:      {}/  (POST Didomi webhook deliveries here)",

@@ -66,7 +66,7 @@ impl Dataverse<'_> {
     pub async fn contact_key_is_unique(&self) -> Result<bool, DataverseError> {
         let slot_key = format!(
             "{}|{}",
-            self.config.server_instance, self.config.contact_key
+            self.config.dataverse.server_instance, self.config.contact_key
         );
         if let Some((key, unique)) = &*self.client.unique_key.lock().await {
             if *key == slot_key {

@@ -191,15 +191,20 @@ impl DataverseClient {
 
 impl Dataverse<'_> {
     fn url(&self, path: &str) -> String {
-        format!("{}{API_PATH}/{path}", self.config.server_instance)
+        format!("{}{API_PATH}/{path}", self.config.dataverse.server_instance)
     }
 
     async fn token(&self) -> Result<crate::secret::Secret, TokenError> {
         let client = self.client;
         client
             .tokens
-            .get(dataverse_token_key(self.config), || {
-                request_dataverse_token(&client.http, &client.policy, self.deadline, self.config)
+            .get(dataverse_token_key(&self.config.dataverse), || {
+                request_dataverse_token(
+                    &client.http,
+                    &client.policy,
+                    self.deadline,
+                    &self.config.dataverse,
+                )
             })
             .await
     }
@@ -555,7 +560,10 @@ impl Dataverse<'_> {
     ) -> Result<(Vec<Map<String, Value>>, Option<String>), DataverseError> {
         let url = match next {
             Some(link)
-                if link.starts_with(&format!("{}{API_PATH}/", self.config.server_instance)) =>
+                if link.starts_with(&format!(
+                    "{}{API_PATH}/",
+                    self.config.dataverse.server_instance
+                )) =>
             {
                 link.to_string()
             }

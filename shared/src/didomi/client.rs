@@ -181,7 +181,7 @@ pub fn jwt_lifetime(token: &str) -> Option<Duration> {
 
 impl Didomi<'_> {
     fn url(&self, path: &str) -> String {
-        format!("{}/{path}", self.config.didomi_api_url)
+        format!("{}/{path}", self.config.didomi.api_url)
     }
 
     fn organization_query(&self) -> String {
@@ -193,7 +193,7 @@ impl Didomi<'_> {
 
     async fn token(&self) -> Result<Secret, DidomiError> {
         let key = credentials_key(&[
-            &self.config.didomi_api_url,
+            &self.config.didomi.api_url,
             self.config.didomi.api_key.expose(),
             self.config.didomi.api_secret.expose(),
         ]);

@@ -221,7 +221,7 @@ impl DynamicsToDidomi {
         config: &Config,
         deadline: Deadline,
     ) -> Result<String, DataverseError> {
-        let key = dataverse_token_key(config);
+        let key = dataverse_token_key(&config.dataverse);
         let mut slot = self.own_user.lock().await;
         if let Some((cached_key, id)) = slot.as_ref() {
             if *cached_key == key {

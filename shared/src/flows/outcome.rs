@@ -85,7 +85,11 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let records = |f: &mut std::fmt::Formatter<'_>, r: &RecordWrites| {
             if r.any() {
-                write!(f, "; consent records: {} created, {} updated", r.created, r.updated)?;
+                write!(
+                    f,
+                    "; consent records: {} created, {} updated",
+                    r.created, r.updated
+                )?;
             }
             Ok(())
         };
@@ -141,7 +145,10 @@ mod tests {
             contact_id: "c1".into(),
             records: RecordWrites::default(),
         };
-        assert_eq!(created.to_json(), json!({"outcome": "created", "contact_id": "c1"}));
+        assert_eq!(
+            created.to_json(),
+            json!({"outcome": "created", "contact_id": "c1"})
+        );
         let sent = Outcome::Sent {
             purposes: vec!["newsletter".into()],
             channels: vec![],
