@@ -10,12 +10,12 @@ use crate::contact_point_consent::ContactPointConsent;
 use crate::mapping::{is_logical_name, Mapping, RawMapping};
 use crate::secret::Secret;
 
-pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
-pub const DEFAULT_DIDOMI_API_URL: &str = "https://api.didomi.io/v1";
-pub const DEFAULT_CONTACT_KEY: &str = "emailaddress1";
-pub const DEFAULT_REGULATION: &str = "gdpr";
+pub(crate) const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub(crate) const DEFAULT_DIDOMI_API_URL: &str = "https://api.didomi.io/v1";
+pub(crate) const DEFAULT_CONTACT_KEY: &str = "emailaddress1";
+pub(crate) const DEFAULT_REGULATION: &str = "gdpr";
 /// Shorter keys could be guessed by anyone who finds the endpoint.
-pub const MIN_WEBHOOK_KEY_CHARS: usize = 16;
+pub(crate) const MIN_WEBHOOK_KEY_CHARS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -169,7 +169,7 @@ fn required_secret(field: &str, value: Option<Secret>) -> Result<Secret, ConfigE
 
 /// Checks a base URL: `https`, or `http` on a loopback host only (local
 /// simulators), no query or fragment. Returns it without a trailing slash.
-pub fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
+pub(crate) fn base_url(field: &str, value: &str) -> Result<String, ConfigError> {
     let url =
         url::Url::parse(value.trim()).map_err(|e| invalid(field, format!("is not a URL ({e})")))?;
     let loopback = match url.host() {
@@ -498,7 +498,7 @@ impl Config {
     }
 
     /// The columns mapped towards Didomi (`direction` `both` or `to_didomi`).
-    pub fn columns_to_didomi(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn columns_to_didomi(&self) -> impl Iterator<Item = &str> {
         self.mappings
             .iter()
             .filter(|m| m.direction.to_didomi())

@@ -10,7 +10,7 @@ use crate::config::{Config, ConfigError};
 
 pub const CONFIG_SECRET_ID: &str = "CONFIG_SECRET_ID";
 pub const CONFIG_CACHE_SECONDS: &str = "CONFIG_CACHE_SECONDS";
-pub const DEFAULT_CACHE_SECONDS: u64 = 300;
+pub(crate) const DEFAULT_CACHE_SECONDS: u64 = 300;
 
 /// The place the secret's JSON is read from.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ impl ConfigSource {
     }
 
     /// The same, with AWS settings already loaded (shared with other clients).
-    pub fn from_aws(aws: &aws_config::SdkConfig) -> Result<ConfigSource, ConfigError> {
+    pub(crate) fn from_aws(aws: &aws_config::SdkConfig) -> Result<ConfigSource, ConfigError> {
         let secret_id = std::env::var(CONFIG_SECRET_ID)
             .ok()
             .filter(|v| !v.trim().is_empty())
@@ -89,7 +89,7 @@ impl ConfigSource {
 /// configuration is, how long to keep it, and where to park deliveries —
 /// one load of the AWS settings, shared by the Secrets Manager and SQS
 /// clients.
-pub async fn function_environment(
+pub(crate) async fn function_environment(
 ) -> Result<(ConfigSource, Duration, crate::parking::Parking), ConfigError> {
     let ttl = cache_ttl_from_env()?;
     let aws = crate::tls::aws_sdk_config().await;
@@ -98,7 +98,7 @@ pub async fn function_environment(
 }
 
 /// Reads `CONFIG_CACHE_SECONDS` (default 300).
-pub fn cache_ttl_from_env() -> Result<Duration, ConfigError> {
+pub(crate) fn cache_ttl_from_env() -> Result<Duration, ConfigError> {
     match std::env::var(CONFIG_CACHE_SECONDS) {
         Err(_) => Ok(Duration::from_secs(DEFAULT_CACHE_SECONDS)),
         Ok(v) => v

@@ -57,7 +57,7 @@ impl Consents {
 
 impl PreferenceChoice {
     /// The selected value ids, trimmed, empty entries dropped.
-    pub fn selected(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn selected(&self) -> impl Iterator<Item = &str> {
         self.value
             .as_deref()
             .unwrap_or("")

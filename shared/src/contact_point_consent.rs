@@ -11,21 +11,20 @@ use serde_json::Value;
 use crate::consents::{Consents, PurposeChoice};
 use crate::mapping::Direction;
 
-pub const ENTITY: &str = "msdynmkt_contactpointconsent4";
-pub const ENTITY_SET: &str = "msdynmkt_contactpointconsent4s";
-pub const PRIMARY_KEY: &str = "msdynmkt_contactpointconsent4id";
+pub(crate) const ENTITY: &str = "msdynmkt_contactpointconsent4";
+pub(crate) const ENTITY_SET: &str = "msdynmkt_contactpointconsent4s";
+pub(crate) const PRIMARY_KEY: &str = "msdynmkt_contactpointconsent4id";
 
-/// `msdynmkt_value`.
-pub const NOT_SET: i64 = 534_120_000;
+/// `msdynmkt_value` (534 120 000 is "not set", which the sync never writes).
 pub const OPTED_IN: i64 = 534_120_001;
 pub const OPTED_OUT: i64 = 534_120_002;
 /// `msdynmkt_contactpointconsenttype`.
-pub const TYPE_PURPOSE: i64 = 534_120_000;
-pub const TYPE_TOPIC: i64 = 534_120_001;
+pub(crate) const TYPE_PURPOSE: i64 = 534_120_000;
+pub(crate) const TYPE_TOPIC: i64 = 534_120_001;
 /// `msdynmkt_source`: set by an internal process (this integration).
-pub const SOURCE_INTERNAL: i64 = 534_120_000;
+pub(crate) const SOURCE_INTERNAL: i64 = 534_120_000;
 /// `msdynmkt_logicalreason`: consent-sync does not know the person's reason.
-pub const NO_REASONS: i64 = 534_119_999;
+pub(crate) const NO_REASONS: i64 = 534_119_999;
 /// `msdynmkt_enforcementmodel` and its per-channel siblings.
 pub const RESTRICTIVE: i64 = 534_120_000;
 pub const NON_RESTRICTIVE: i64 = 534_120_001;
@@ -57,7 +56,7 @@ impl Channel {
     }
 
     /// The purpose column that holds this channel's enforcement model.
-    pub fn enforcement_column(self) -> &'static str {
+    pub(crate) fn enforcement_column(self) -> &'static str {
         match self {
             Channel::Email => "msdynmkt_enforcementmodel",
             Channel::Text => "msdynmkt_smsenforcementmodel",
@@ -230,7 +229,7 @@ impl ContactPointConsent {
     }
 
     /// Whether any entry flows from Dynamics to Didomi.
-    pub fn any_to_didomi(&self) -> bool {
+    pub(crate) fn any_to_didomi(&self) -> bool {
         self.purposes.iter().any(|p| p.direction.to_didomi())
             || self.topics.iter().any(|t| t.direction.to_didomi())
     }
@@ -238,7 +237,7 @@ impl ContactPointConsent {
 
 /// Which configured entry a record stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Entry {
+pub(crate) enum Entry {
     /// Index into `purposes`.
     Purpose(usize),
     /// Index into `topics`.
@@ -249,13 +248,19 @@ pub enum Entry {
 /// enabled (a topic: its value is selected), Opted Out when disabled (a
 /// topic: not selected while the preference has a value); nothing when
 /// Didomi says nothing.
-pub fn wanted_values(section: &ContactPointConsent, consents: &Consents) -> Vec<(Entry, i64)> {
+pub(crate) fn wanted_values(
+    section: &ContactPointConsent,
+    consents: &Consents,
+) -> Vec<(Entry, i64)> {
     values_where(section, consents, Direction::to_dynamics)
 }
 
 /// The record values Didomi's choices stand for, over the entries that flow
 /// to Didomi: what Didomi already holds, to compare records with.
-pub fn didomi_values(section: &ContactPointConsent, consents: &Consents) -> Vec<(Entry, i64)> {
+pub(crate) fn didomi_values(
+    section: &ContactPointConsent,
+    consents: &Consents,
+) -> Vec<(Entry, i64)> {
     values_where(section, consents, Direction::to_didomi)
 }
 

@@ -12,7 +12,7 @@ use crate::config::{DidomiWebhookAuth, WebhookAuthMode};
 use crate::secret::Secret;
 
 /// The header a Dataverse webhook registration sends the shared key in.
-pub const WEBHOOK_KEY_HEADER: &str = "x-consent-sync-key";
+pub(crate) const WEBHOOK_KEY_HEADER: &str = "x-consent-sync-key";
 
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -49,7 +49,7 @@ pub enum Failure {
 /// later attempt may work (both senders redeliver), 502 when a service
 /// refused what consent-sync sent, 500 when the operator must fix the
 /// credentials or configuration, 400 when the request is at fault.
-pub fn status_for(failure: Failure) -> u16 {
+pub(crate) fn status_for(failure: Failure) -> u16 {
     match failure {
         Failure::MayPass => 503,
         Failure::Refused => 502,
@@ -60,7 +60,10 @@ pub fn status_for(failure: Failure) -> u16 {
 
 /// Answers a request refused before any work, and says so in the log and
 /// the metrics.
-pub fn rejected(rejection: Rejection, started: std::time::Instant) -> ApiGatewayV2httpResponse {
+pub(crate) fn rejected(
+    rejection: Rejection,
+    started: std::time::Instant,
+) -> ApiGatewayV2httpResponse {
     crate::metrics::count("rejected");
     tracing::warn!(
         status = rejection.status,
@@ -71,7 +74,7 @@ pub fn rejected(rejection: Rejection, started: std::time::Instant) -> ApiGateway
     rejection.into()
 }
 
-pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
+pub(crate) fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = status.into();
     response
@@ -93,7 +96,7 @@ impl From<Rejection> for ApiGatewayV2httpResponse {
     }
 }
 
-pub fn require_post(request: &ApiGatewayV2httpRequest) -> Result<(), Rejection> {
+pub(crate) fn require_post(request: &ApiGatewayV2httpRequest) -> Result<(), Rejection> {
     let method = &request.request_context.http.method;
     if method == Method::POST {
         Ok(())
@@ -141,7 +144,7 @@ pub fn body_bytes(request: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Rejectio
 /// Checks that a delivery comes from Didomi: the client id that API
 /// Gateway's JWT authorizer validated, and the source address when an
 /// allow-list is configured.
-pub fn authenticate_didomi(
+pub(crate) fn authenticate_didomi(
     request: &ApiGatewayV2httpRequest,
     auth: &DidomiWebhookAuth,
 ) -> Result<(), Rejection> {
@@ -189,7 +192,10 @@ pub fn authenticate_didomi(
 /// Checks the key Dataverse sends in `x-consent-sync-key`: 401 when it is
 /// missing, 403 when it is wrong. Compared in constant time, over digests so
 /// that not even the key's length shows in the timing.
-pub fn authenticate_key(request: &ApiGatewayV2httpRequest, key: &Secret) -> Result<(), Rejection> {
+pub(crate) fn authenticate_key(
+    request: &ApiGatewayV2httpRequest,
+    key: &Secret,
+) -> Result<(), Rejection> {
     let Some(sent) = request.headers.get(WEBHOOK_KEY_HEADER) else {
         return Err(Rejection::new(
             401,

@@ -7,10 +7,10 @@
 /// `organization_user_id` that can match a contact.
 pub const MAX_KEY_CHARS: usize = 4_000;
 /// The most of a caller's value an answer quotes back.
-pub const MAX_QUOTED_CHARS: usize = 64;
+pub(crate) const MAX_QUOTED_CHARS: usize = 64;
 
 /// Didomi's delivery types.
-pub const DELIVERY_TYPES: &[&str] = &[
+pub(crate) const DELIVERY_TYPES: &[&str] = &[
     "event.created",
     "event.updated",
     "event.deleted",
@@ -19,14 +19,14 @@ pub const DELIVERY_TYPES: &[&str] = &[
     "user.deleted",
 ];
 /// Didomi's consent event statuses.
-pub const EVENT_STATUSES: &[&str] = &["confirmed", "pending_approval"];
+pub(crate) const EVENT_STATUSES: &[&str] = &["confirmed", "pending_approval"];
 /// Regulations Didomi names in events.
-pub const REGULATIONS: &[&str] = &[
+pub(crate) const REGULATIONS: &[&str] = &[
     "gdpr", "ccpa", "cpra", "lgpd", "pipeda", "pipl", "appi", "pdpa", "popia", "kvkk", "vcdpa",
     "cpa", "ctdpa", "ucpa", "tdpsa", "ocpa", "mcdpa", "fdbr", "nhpa", "njdpa", "dpdpa", "none",
 ];
 /// Dataverse messages a webhook step can fire for.
-pub const MESSAGES: &[&str] = &[
+pub(crate) const MESSAGES: &[&str] = &[
     "Create",
     "Update",
     "Delete",
@@ -45,7 +45,7 @@ pub const TABLES: &[&str] = &["contact", crate::contact_point_consent::ENTITY];
 
 /// A caller's value quoted for an answer: JSON-escaped, at most 64
 /// characters of it, with `…` when cut.
-pub fn quoted(value: &str) -> String {
+pub(crate) fn quoted(value: &str) -> String {
     let mut cut: String = value.chars().take(MAX_QUOTED_CHARS).collect();
     if cut.len() < value.len() {
         cut.push('…');
@@ -55,7 +55,7 @@ pub fn quoted(value: &str) -> String {
 
 /// `text` with every quoted part (`"…"` or `` `…` ``) cut to 64
 /// characters, as serde's messages quote the offending value whole.
-pub fn cut_quoted(text: &str) -> String {
+pub(crate) fn cut_quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(1_024));
     let mut quoted: Option<usize> = None;
     let mut quote = '"';
@@ -116,7 +116,7 @@ fn described(value: &str, what: &str) -> String {
 
 /// Why an identifier that goes into a Dataverse query or a Didomi URL
 /// cannot be used; `None` when it can.
-pub fn key_problem(value: &str) -> Option<String> {
+pub(crate) fn key_problem(value: &str) -> Option<String> {
     let length = value.chars().count();
     if length > MAX_KEY_CHARS {
         return Some(format!(

@@ -76,7 +76,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    pub fn to_dynamics(self) -> bool {
+    pub(crate) fn to_dynamics(self) -> bool {
         matches!(self, Direction::Both | Direction::ToDynamics)
     }
 
@@ -88,7 +88,7 @@ impl Direction {
 /// The mapping as written in the secret.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMapping {
+pub(crate) struct RawMapping {
     column: Option<String>,
     purpose: Option<String>,
     channel: Option<String>,
@@ -104,7 +104,7 @@ pub struct RawMapping {
 /// Why a mapping was rejected; the configuration adds the mapping's index.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct MappingError(pub String);
+pub(crate) struct MappingError(pub String);
 
 fn reject<T>(reason: impl Into<String>) -> Result<T, MappingError> {
     Err(MappingError(reason.into()))
@@ -113,7 +113,7 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, MappingError> {
 /// True for a Dataverse logical name: lower-case letters, digits and `_`,
 /// starting with a letter. Anything else cannot be a column, and rejecting it
 /// here also keeps configuration text out of OData query syntax.
-pub fn is_logical_name(name: &str) -> bool {
+pub(crate) fn is_logical_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -268,7 +268,7 @@ fn option_set_value(value: &Value) -> Option<i64> {
 /// A contact column whose value cannot be read back as a Didomi choice.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column `{column}` {reason}")]
-pub struct ColumnValueError {
+pub(crate) struct ColumnValueError {
     pub column: String,
     pub reason: String,
 }
@@ -334,7 +334,7 @@ fn preference_of<'a>(
 /// mapped towards Didomi, and with a per-value flag column every other value
 /// column of its preference, since Didomi takes a preference's selected
 /// values as a whole.
-pub fn columns_for_changes<'a>(
+pub(crate) fn columns_for_changes<'a>(
     mappings: &'a [Mapping],
     changed: &std::collections::BTreeSet<String>,
 ) -> std::collections::BTreeSet<&'a str> {
@@ -368,7 +368,7 @@ pub fn columns_for_changes<'a>(
 /// The Didomi choices that express the `changed` columns, read from
 /// `columns` (a contact's columns, which must hold the changed ones and the
 /// sibling value columns [`columns_for_changes`] adds).
-pub fn consents_for_changes(
+pub(crate) fn consents_for_changes(
     mappings: &[Mapping],
     changed: &std::collections::BTreeSet<String>,
     columns: &Map<String, Value>,
@@ -386,7 +386,7 @@ pub fn consents_for_changes(
 /// Didomi holds. A column Didomi holds no choice for is not compared: a CRM
 /// default (a new contact's boolean is `false` until someone sets it) is
 /// not a consent, and sending it could opt someone in.
-pub fn columns_differing_from_didomi(
+pub(crate) fn columns_differing_from_didomi(
     mappings: &[Mapping],
     consents: &Consents,
     columns: &Map<String, Value>,
@@ -397,7 +397,10 @@ pub fn columns_differing_from_didomi(
 
 /// What the `both` / `to_didomi` columns would hold if they followed the
 /// choices Didomi records; a column without a recorded choice is absent.
-pub fn didomi_choices_as_columns(mappings: &[Mapping], consents: &Consents) -> Map<String, Value> {
+pub(crate) fn didomi_choices_as_columns(
+    mappings: &[Mapping],
+    consents: &Consents,
+) -> Map<String, Value> {
     // The mappings towards Didomi, read as if they flowed to Dynamics.
     let reverse: Vec<Mapping> = mappings
         .iter()
@@ -413,7 +416,7 @@ pub fn didomi_choices_as_columns(mappings: &[Mapping], consents: &Consents) -> M
 
 /// The `both` / `to_didomi` columns whose non-empty value differs from the
 /// choice Didomi records (`choices`, from [`didomi_choices_as_columns`]).
-pub fn columns_differing_from_choices(
+pub(crate) fn columns_differing_from_choices(
     mappings: &[Mapping],
     choices: &Map<String, Value>,
     columns: &Map<String, Value>,
@@ -433,7 +436,7 @@ pub fn columns_differing_from_choices(
 /// flow to Didomi. Only columns present in `columns` contribute; a
 /// preference built from per-value flag columns is included only when all of
 /// its value columns are present, since a partial set would drop selections.
-pub fn consents_from_columns(
+pub(crate) fn consents_from_columns(
     mappings: &[Mapping],
     columns: &Map<String, Value>,
 ) -> Result<Consents, ColumnValueError> {

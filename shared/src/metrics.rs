@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-pub const NAMESPACE: &str = "ConsentSync";
-pub const METRIC: &str = "Deliveries";
+pub(crate) const NAMESPACE: &str = "ConsentSync";
+pub(crate) const METRIC: &str = "Deliveries";
 
 /// The function's name under Lambda; `None` elsewhere (the CLI's local run,
 /// tests of the handlers), where no record is written.

@@ -7,7 +7,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 /// What paces a service's requests by its own signals (Dataverse's shared
 /// pause and parallelism hint): each attempt waits for its turn, and every
 /// answer is shown to it.
-pub trait Pace {
+pub(crate) trait Pace {
     /// A request's place among those in flight; released when dropped.
     type Turn<'a>
     where
@@ -25,10 +25,10 @@ pub trait Pace {
 
 /// The pause a service asked for is longer than the time left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PausedPastDeadline;
+pub(crate) struct PausedPastDeadline;
 
 /// No pacing: every attempt goes at once.
-pub struct Unpaced;
+pub(crate) struct Unpaced;
 
 impl Pace for Unpaced {
     type Turn<'a> = ();
@@ -61,7 +61,7 @@ impl Deadline {
         Deadline(Instant::now() + left.saturating_sub(reserve))
     }
 
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
 }
@@ -144,7 +144,7 @@ pub fn retry_after(response: &Response) -> Option<Duration> {
 impl RetryPolicy {
     /// Exponential backoff, each wait drawn between half and all of its step,
     /// so that throttled callers do not come back in step.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .base_delay
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
@@ -170,7 +170,7 @@ impl RetryPolicy {
     /// shared pause and parallelism hint). A service protection 429 then
     /// costs no attempt: the shared pause is the wait, and only the deadline
     /// bounds how often it may come.
-    pub async fn send_paced<P: Pace>(
+    pub(crate) async fn send_paced<P: Pace>(
         &self,
         deadline: Deadline,
         replay: Replay,

@@ -16,7 +16,7 @@ impl Secret {
     }
 
     /// The value itself, for the one place that sends it over the wire.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 

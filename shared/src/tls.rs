@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 
 /// The system's root certificates (DER), read on first use.
-pub fn native_roots() -> &'static [Vec<u8>] {
+pub(crate) fn native_roots() -> &'static [Vec<u8>] {
     static ROOTS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();

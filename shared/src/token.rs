@@ -39,7 +39,7 @@ pub struct TokenCache {
 }
 
 /// A fingerprint of the credentials, kept in memory only.
-pub fn credentials_key(parts: &[&str]) -> u64 {
+pub(crate) fn credentials_key(parts: &[&str]) -> u64 {
     let mut hasher = DefaultHasher::new();
     parts.hash(&mut hasher);
     hasher.finish()
@@ -66,7 +66,7 @@ impl TokenCache {
 
     /// Forgets `token` after the server refused it, unless a newer one
     /// already replaced it.
-    pub async fn reject(&self, token: &Secret) {
+    pub(crate) async fn reject(&self, token: &Secret) {
         let mut slot = self.slot.lock().await;
         if slot
             .as_ref()
@@ -79,7 +79,7 @@ impl TokenCache {
     /// Sends with this cache's token (`token()` gets it, `send` sends with
     /// it); a 401 rejects that token and sends once more with a fresh one,
     /// since a token can be revoked or expire before its time.
-    pub async fn send_authorized<E, T, S>(
+    pub(crate) async fn send_authorized<E, T, S>(
         &self,
         token: impl Fn() -> T,
         send: impl Fn(Secret) -> S,
@@ -118,7 +118,7 @@ pub enum TokenError {
 
 impl TokenError {
     /// True when retrying later may help; false for a configuration problem.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             TokenError::Refused { status, .. } | TokenError::BadAnswer { status } => {
                 *status >= 500 || *status == 429
@@ -150,7 +150,7 @@ struct TokenRefusal {
 
 /// `POST {authority_host}/{tenant_id}/oauth2/v2.0/token` with the client
 /// credentials grant and the scope `{server_instance}/.default`.
-pub async fn request_dataverse_token(
+pub(crate) async fn request_dataverse_token(
     http: &reqwest::Client,
     policy: &RetryPolicy,
     deadline: Deadline,
@@ -204,7 +204,7 @@ pub async fn request_dataverse_token(
 }
 
 /// The key under which a Dataverse token is cached.
-pub fn dataverse_token_key(dataverse: &DataverseSettings) -> u64 {
+pub(crate) fn dataverse_token_key(dataverse: &DataverseSettings) -> u64 {
     credentials_key(&[
         &dataverse.authority_host,
         &dataverse.tenant_id,

@@ -17,14 +17,14 @@ use crate::retry::Replay;
 /// A row of a bulk request: its id (required to update, optional to create)
 /// and its columns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub(crate) struct Row {
     pub id: Option<String>,
     pub columns: Map<String, Value>,
 }
 
 /// What became of a bulk write, by position in the rows given.
 #[derive(Debug, Default)]
-pub struct BulkOutcome {
+pub(crate) struct BulkOutcome {
     /// Rows written.
     pub applied: usize,
     /// Ids of the rows created, for `CreateMultiple`.
@@ -64,7 +64,7 @@ fn tied_to_a_record(error: &DataverseError) -> bool {
 impl Dataverse<'_> {
     /// Updates `rows` of `entity_set` (logical name `entity`, primary key
     /// `key`) with `UpdateMultiple`, isolating refused records.
-    pub async fn update_multiple(
+    pub(crate) async fn update_multiple(
         &self,
         entity_set: &str,
         entity: &str,
@@ -76,7 +76,7 @@ impl Dataverse<'_> {
     }
 
     /// Creates `rows` with `CreateMultiple`, isolating refused records.
-    pub async fn create_multiple(
+    pub(crate) async fn create_multiple(
         &self,
         entity_set: &str,
         entity: &str,

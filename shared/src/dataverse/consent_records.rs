@@ -69,7 +69,7 @@ impl RecordWrites {
         self.created + self.updated > 0
     }
 
-    pub fn add(&mut self, other: RecordWrites) {
+    pub(crate) fn add(&mut self, other: RecordWrites) {
         self.created += other.created;
         self.updated += other.updated;
     }
@@ -211,7 +211,7 @@ impl Dataverse<'_> {
     /// One page of every consent record of a channel (inactive ones too):
     /// the first when `next` is `None`, else the `@odata.nextLink` of the
     /// previous page, followed only within the environment.
-    pub async fn consent_records_page(
+    pub(crate) async fn consent_records_page(
         &self,
         next: Option<&str>,
         channel: Channel,
@@ -232,7 +232,10 @@ impl Dataverse<'_> {
     }
 
     /// One consent record by id; `None` when it is gone.
-    pub async fn consent_record(&self, id: &str) -> Result<Option<ConsentRecord>, DataverseError> {
+    pub(crate) async fn consent_record(
+        &self,
+        id: &str,
+    ) -> Result<Option<ConsentRecord>, DataverseError> {
         match self
             .get_json(&format!(
                 "{ENTITY_SET}({})?$select={}",
@@ -256,7 +259,7 @@ impl Dataverse<'_> {
     /// included), an entry without a record gets one. `records` are the
     /// address's records as read before.
     #[allow(clippy::too_many_arguments)]
-    pub async fn write_consent_records(
+    pub(crate) async fn write_consent_records(
         &self,
         section: &ContactPointConsent,
         resolved: &Resolved,
@@ -293,7 +296,7 @@ impl Dataverse<'_> {
 }
 
 /// The columns written to an existing record whose value changes.
-pub fn record_update(value: i64, reason: &str) -> Value {
+pub(crate) fn record_update(value: i64, reason: &str) -> Value {
     json!({
         "msdynmkt_value": value,
         "msdynmkt_source": SOURCE_INTERNAL,
@@ -306,7 +309,7 @@ pub fn record_update(value: i64, reason: &str) -> Value {
 /// The value of an entry among its records, given as (`modifiedon`,
 /// `msdynmkt_value`): the most recently modified record's, as Journeys reads
 /// duplicates.
-pub fn effective_value<'a>(
+pub(crate) fn effective_value<'a>(
     records: impl IntoIterator<Item = (Option<&'a str>, Option<i64>)>,
 ) -> Option<i64> {
     records
@@ -317,7 +320,7 @@ pub fn effective_value<'a>(
 
 /// Whether a record stands for the configured entry: a purpose record of
 /// that purpose, or a topic record of that topic.
-pub fn is_record_of(record: &ConsentRecord, resolved: &Resolved, entry: Entry) -> bool {
+pub(crate) fn is_record_of(record: &ConsentRecord, resolved: &Resolved, entry: Entry) -> bool {
     let matches = |found: &Option<String>, wanted: &str| {
         found.as_deref().is_some_and(|id| same_id(id, wanted))
     };
@@ -334,7 +337,7 @@ pub fn is_record_of(record: &ConsentRecord, resolved: &Resolved, entry: Entry) -
 }
 
 /// The entry a record stands for, if any.
-pub fn entry_of(record: &ConsentRecord, resolved: &Resolved) -> Option<Entry> {
+pub(crate) fn entry_of(record: &ConsentRecord, resolved: &Resolved) -> Option<Entry> {
     (0..resolved.purposes.len())
         .map(Entry::Purpose)
         .chain((0..resolved.topics.len()).map(Entry::Topic))
@@ -344,7 +347,7 @@ pub fn entry_of(record: &ConsentRecord, resolved: &Resolved) -> Option<Entry> {
 /// The columns of a new record for `entry` at `address`: every column
 /// Journeys reads, the lookups bound by their case-sensitive navigation
 /// properties.
-pub fn new_record(
+pub(crate) fn new_record(
     section: &ContactPointConsent,
     resolved: &Resolved,
     address: &str,

@@ -63,7 +63,7 @@ impl Dataverse<'_> {
 
     /// Whether the contact table has an active alternate key on exactly the
     /// `contact_key` column; asked once per client and environment.
-    pub async fn contact_key_is_unique(&self) -> Result<bool, DataverseError> {
+    pub(crate) async fn contact_key_is_unique(&self) -> Result<bool, DataverseError> {
         let slot_key = format!(
             "{}|{}",
             self.config.dataverse.server_instance, self.config.contact_key

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::retry::{Deadline, Replay, RetryPolicy, SendError};
 use crate::token::{dataverse_token_key, request_dataverse_token, TokenCache, TokenError};
 
-pub const API_PATH: &str = "/api/data/v9.2";
+pub(crate) const API_PATH: &str = "/api/data/v9.2";
 
 /// Everything but RFC 3986's unreserved characters is percent-encoded, so
 /// that `+ & # % / ? = '` inside a value can never read as query syntax.
@@ -30,19 +30,19 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Characters Dataverse does not allow in a key value addressed in a URL
 /// (REFERENCE: alternate keys); such a value is created the plain way.
-pub const NOT_IN_KEY_SYNTAX: &[char] = &['/', '<', '>', '*', '%', '&', ':', '\\', '?', '+'];
+pub(crate) const NOT_IN_KEY_SYNTAX: &[char] = &['/', '<', '>', '*', '%', '&', ':', '\\', '?', '+'];
 
 /// A key segment `column='value'` in a URL path: everything but unreserved
 /// characters and the literal's own syntax is percent-encoded.
 const KEY_SEGMENT: &AsciiSet = &QUERY_VALUE.remove(b'=').remove(b'\'');
 
 /// An OData string literal: single quotes inside are doubled.
-pub fn odata_string(value: &str) -> String {
+pub(crate) fn odata_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Percent-encodes one query parameter value.
-pub fn encode_query_value(value: &str) -> String {
+pub(crate) fn encode_query_value(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
@@ -79,7 +79,7 @@ pub enum DataverseError {
 impl DataverseError {
     /// True when the same request may succeed later (throttling, outages);
     /// false when it needs a change of configuration or data.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             DataverseError::Token(e) => e.is_transient(),
             DataverseError::Unavailable(_) => true,
@@ -294,7 +294,7 @@ impl Dataverse<'_> {
 
     /// The contacts whose `column` equals `value` (case-insensitively), with
     /// the given columns.
-    pub async fn find_contacts_where(
+    pub(crate) async fn find_contacts_where(
         &self,
         column: &str,
         value: &str,
@@ -319,7 +319,7 @@ impl Dataverse<'_> {
     }
 
     /// Writes `changes` to an existing contact (404 when it is gone).
-    pub async fn update_contact(
+    pub(crate) async fn update_contact(
         &self,
         id: &str,
         changes: &Map<String, Value>,
@@ -329,7 +329,7 @@ impl Dataverse<'_> {
     }
 
     /// Creates a contact and returns its id.
-    pub async fn create_contact(
+    pub(crate) async fn create_contact(
         &self,
         fields: &Map<String, Value>,
     ) -> Result<String, DataverseError> {
@@ -344,7 +344,7 @@ impl Dataverse<'_> {
     /// rather than overwritten; else a plain create, which the key (when
     /// the value cannot be written in key syntax) still guards.
     /// `Ok(None)`: the contact exists already — apply the change as an update.
-    pub async fn create_contact_once(
+    pub(crate) async fn create_contact_once(
         &self,
         key: &str,
         fields: &Map<String, Value>,
@@ -380,7 +380,7 @@ impl Dataverse<'_> {
     }
 
     /// One contact by id with the given columns; `None` when it no longer exists.
-    pub async fn get_contact(
+    pub(crate) async fn get_contact(
         &self,
         id: &str,
         columns: &[&str],
@@ -410,7 +410,7 @@ impl Dataverse<'_> {
     }
 
     /// `GET` of a path below the API root (query included, already encoded).
-    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, DataverseError> {
+    pub(crate) async fn get_json(&self, path_and_query: &str) -> Result<Value, DataverseError> {
         let response = self
             .send(Method::GET, &self.url(path_and_query), None, Replay::Safe)
             .await?;
@@ -423,7 +423,7 @@ impl Dataverse<'_> {
     }
 
     /// The rows of an OData collection query.
-    pub async fn get_rows(
+    pub(crate) async fn get_rows(
         &self,
         path_and_query: &str,
     ) -> Result<Vec<Map<String, Value>>, DataverseError> {
@@ -452,7 +452,7 @@ impl Dataverse<'_> {
     }
 
     /// Updates an existing row (`If-Match: *`: never an accidental create).
-    pub async fn update(
+    pub(crate) async fn update(
         &self,
         entity_set: &str,
         id: &str,
@@ -477,7 +477,7 @@ impl Dataverse<'_> {
     /// the first page when `next` is `None`, else the `@odata.nextLink` of
     /// the previous page, followed as given. Returns the page's contacts
     /// (with the key column among their columns) and the next link.
-    pub async fn contacts_page(
+    pub(crate) async fn contacts_page(
         &self,
         next: Option<&str>,
         columns: &[&str],
@@ -509,7 +509,7 @@ impl Dataverse<'_> {
 
     /// The contacts with a key value modified at or after `since` (seconds
     /// since the epoch), newest first, at most `limit`, with `columns`.
-    pub async fn contacts_modified_since(
+    pub(crate) async fn contacts_modified_since(
         &self,
         since: i64,
         columns: &[&str],
@@ -642,7 +642,7 @@ fn contact_of(mut row: Map<String, Value>) -> Result<Contact, DataverseError> {
 
 /// A GUID as it may appear in a URL path; anything else is refused here
 /// rather than spliced into the request.
-pub fn guid(id: &str) -> Result<&str, DataverseError> {
+pub(crate) fn guid(id: &str) -> Result<&str, DataverseError> {
     if crate::input::is_guid(id) {
         Ok(id)
     } else {

@@ -56,7 +56,7 @@ impl Default for Pacing {
 
 /// A request's place among those in flight; released when dropped.
 #[derive(Debug)]
-pub struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     pacing: &'a Pacing,
 }
 
@@ -67,7 +67,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub use crate::retry::PausedPastDeadline;
+pub(crate) use crate::retry::PausedPastDeadline;
 
 impl crate::retry::Pace for Pacing {
     type Turn<'a> = InFlight<'a>;
@@ -106,7 +106,10 @@ impl Pacing {
     /// Waits until no pause is running and a place is free, then takes it.
     /// Gives up at once when a running pause outlasts `remaining`: the caller
     /// then reports throttling while it still has time to.
-    pub async fn ready(&self, remaining: Duration) -> Result<InFlight<'_>, PausedPastDeadline> {
+    pub(crate) async fn ready(
+        &self,
+        remaining: Duration,
+    ) -> Result<InFlight<'_>, PausedPastDeadline> {
         let give_up_at = Instant::now() + remaining;
         loop {
             let notified = self.changed.notified();
@@ -141,7 +144,12 @@ impl Pacing {
 
     /// Reads an answer's pacing signals: the parallelism hint, and on a 429
     /// the pause every request now waits out.
-    pub fn observe(&self, status: u16, dop_hint: Option<usize>, retry_after: Option<Duration>) {
+    pub(crate) fn observe(
+        &self,
+        status: u16,
+        dop_hint: Option<usize>,
+        retry_after: Option<Duration>,
+    ) {
         let mut state = self.lock();
         let single = state
             .single_until
@@ -186,7 +194,7 @@ impl Pacing {
     }
 
     /// The number of requests allowed in flight now.
-    pub fn in_flight_limit(&self) -> usize {
+    pub(crate) fn in_flight_limit(&self) -> usize {
         self.lock().limit
     }
 }

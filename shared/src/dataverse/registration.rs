@@ -215,7 +215,7 @@ fn auth_value(key: &str) -> String {
 
 /// The function URL must be one Dataverse can call: https on port 443 (http
 /// only on a loopback host, for the simulator).
-pub fn check_url(url: &str) -> Result<String, RegistrationError> {
+pub(crate) fn check_url(url: &str) -> Result<String, RegistrationError> {
     let checked = crate::config::base_url("--url", url)
         .map_err(|e| RegistrationError::Refused(e.to_string()))?;
     let parsed =
@@ -688,7 +688,7 @@ impl Dataverse<'_> {
 
     /// How many system jobs of the registration's steps failed at or after
     /// `since` (seconds since the epoch).
-    pub async fn failed_jobs_since(
+    pub(crate) async fn failed_jobs_since(
         &self,
         registration: &Registration,
         since: i64,

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 /// The header Dataverse sets when the context was over 256 KB and it dropped
 /// `InputParameters`, `ParentContext` and the images.
-pub const SIZE_EXCEEDED_HEADER: &str = "x-ms-dynamics-msg-size-exceeded";
+pub(crate) const SIZE_EXCEEDED_HEADER: &str = "x-ms-dynamics-msg-size-exceeded";
 
 /// One operation on one row, as the webhook described it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +39,7 @@ pub struct RowChange {
 /// `Target` and the images are what it removes — and confirmed by the
 /// header. The header alone decides nothing: a body that still carries
 /// `Target` is read as sent, whatever the header says (`false` included).
-pub fn is_truncated(change: &RowChange, size_exceeded_header: Option<&str>) -> bool {
+pub(crate) fn is_truncated(change: &RowChange, size_exceeded_header: Option<&str>) -> bool {
     change.target.is_none()
         && change.post_image.is_none()
         && size_exceeded_header.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -158,7 +158,7 @@ pub fn parse_row_change(body: &[u8]) -> Result<RowChange, ContextError> {
 /// One attribute value in the Web API's shape: `OptionSetValue` and `Money`
 /// become their number, `EntityReference` its id, `"/Date(ms)/"` an ISO 8601
 /// UTC time; anything else is kept as it is.
-pub fn attribute_value(value: Value) -> Value {
+pub(crate) fn attribute_value(value: Value) -> Value {
     match value {
         Value::Object(mut object) => {
             let kind = object

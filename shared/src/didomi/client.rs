@@ -51,7 +51,7 @@ impl DidomiError {
 
     /// True when the same request may succeed later (throttling, outages);
     /// false when Didomi refused what was sent.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             DidomiError::Unavailable(_) => true,
             DidomiError::Api { status, .. } | DidomiError::SessionRefused { status, .. } => {
@@ -94,7 +94,7 @@ struct ErrorBody {
 
 /// The body of `POST /consents/events`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ConsentEvent<'a> {
+pub(crate) struct ConsentEvent<'a> {
     pub user: EventUser<'a>,
     pub consents: &'a Consents,
     pub regulation: &'a str,
@@ -102,14 +102,14 @@ pub struct ConsentEvent<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventUser<'a> {
+pub(crate) struct EventUser<'a> {
     pub organization_user_id: &'a str,
 }
 
 /// Signs every event consent-sync writes, so that its delivery back to
 /// `didomi-to-dynamics` is recognised as an echo.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Delegate {
+pub(crate) struct Delegate {
     pub id: &'static str,
     pub name: &'static str,
 }
@@ -166,7 +166,7 @@ impl DidomiClient {
 
 /// When a JWT stops being valid, from its `exp` claim; the signature is not
 /// ours to check, only the lifetime is of use.
-pub fn jwt_lifetime(token: &str) -> Option<Duration> {
+pub(crate) fn jwt_lifetime(token: &str) -> Option<Duration> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -276,7 +276,7 @@ impl Didomi<'_> {
     }
 
     /// Records a consent event for the user, signed with consent-sync's delegate.
-    pub async fn create_consent_event(
+    pub(crate) async fn create_consent_event(
         &self,
         organization_user_id: &str,
         consents: &Consents,
@@ -311,7 +311,7 @@ impl Didomi<'_> {
 
     /// One page of all users (100, as Didomi pages them): the first when
     /// `cursor` is `None`; the answer's cursor is `None` on the last page.
-    pub async fn users_page(
+    pub(crate) async fn users_page(
         &self,
         cursor: Option<&str>,
     ) -> Result<(Vec<DidomiUser>, Option<String>), DidomiError> {

@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::consents::Consents;
 
 /// The delegate id that `dynamics-to-didomi` signs its consent events with.
-pub const DELEGATE_ID: &str = "consent-sync";
-pub const DELEGATE_NAME: &str = "Microsoft Dynamics 365";
+pub(crate) const DELEGATE_ID: &str = "consent-sync";
+pub(crate) const DELEGATE_NAME: &str = "Microsoft Dynamics 365";
 
 const TYPES: &str =
     "event.created, event.updated, event.deleted, user.created, user.updated, user.deleted";
@@ -58,7 +58,7 @@ impl ConsentChange {
 
     /// The delivery as a consent record's reason may name it: its kind and
     /// Didomi's id of the entity, nothing personal.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.delivery_id {
             Some(id) => format!("{} {id}", self.kind),
             None => self.kind.clone(),
@@ -66,7 +66,7 @@ impl ConsentChange {
     }
 
     /// Written by consent-sync itself (the other direction): syncing it back would echo.
-    pub fn is_own_echo(&self) -> bool {
+    pub(crate) fn is_own_echo(&self) -> bool {
         self.delegate_id.as_deref() == Some(DELEGATE_ID)
     }
 }

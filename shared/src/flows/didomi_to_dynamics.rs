@@ -324,7 +324,7 @@ pub async fn apply(
 }
 
 /// What became of the contacts of a delivery.
-pub enum ContactsOutcome {
+pub(crate) enum ContactsOutcome {
     Updated {
         contacts: usize,
         columns: BTreeSet<String>,
@@ -339,7 +339,7 @@ pub enum ContactsOutcome {
 
 /// Brings the contacts whose key is `user_id` in line with `desired`;
 /// returns them too (with `address_column` read), for the consent records.
-pub async fn apply_to_contacts(
+pub(crate) async fn apply_to_contacts(
     config: &Config,
     session: &crate::dataverse::Dataverse<'_>,
     changed_at: Option<i64>,

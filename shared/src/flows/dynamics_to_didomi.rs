@@ -35,7 +35,7 @@ pub struct DynamicsToDidomi {
 
 /// Why a change could not be carried to Didomi.
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub(crate) enum SyncError {
     #[error(transparent)]
     Dataverse(#[from] DataverseError),
     #[error(transparent)]
@@ -46,7 +46,7 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             SyncError::Dataverse(e) => e.is_transient(),
             SyncError::Didomi(e) => e.is_transient(),
@@ -486,7 +486,7 @@ impl Context<'_> {
 /// gave it a default (a new contact's `donotbulkemail` is `false`) is not a
 /// choice the person made, and must not opt anyone in. Only when Dataverse
 /// dropped Target is every mapped column taken.
-pub fn changed_columns(
+pub(crate) fn changed_columns(
     config: &Config,
     change: &RowChange,
     size_exceeded: bool,
@@ -503,7 +503,7 @@ pub fn changed_columns(
 /// choice — `enabled` for a purpose record; for a topic record, the
 /// preference's values whose topic records are Opted In, without `enabled`.
 /// `Ok(Err(reason))` when the record calls for no event.
-pub async fn consent_event_for_record(
+pub(crate) async fn consent_event_for_record(
     session: &crate::dataverse::Dataverse<'_>,
     config: &Config,
     section: &crate::contact_point_consent::ContactPointConsent,

@@ -59,7 +59,7 @@ impl Setup {
     }
 
     /// What draining the parked queue takes.
-    pub fn sources(&self) -> Sources<'_> {
+    pub(crate) fn sources(&self) -> Sources<'_> {
         Sources {
             config: &self.config,
             resolved: &self.resolved,

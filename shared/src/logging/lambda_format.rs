@@ -17,12 +17,12 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 
 /// The longest log line (DESIGN §5).
-pub const MAX_LINE: usize = 4_000;
+pub(crate) const MAX_LINE: usize = 4_000;
 /// What a value is cut to when a line would be longer.
 const CUT_VALUE: usize = 200;
 
 /// The event formatter; `service` names the function.
-pub struct LambdaJson {
+pub(crate) struct LambdaJson {
     pub service: String,
 }
 

@@ -26,14 +26,9 @@ pub fn init(service: &str) {
         .try_init();
 }
 
-/// JSON logging to standard error, for the CLI, whose standard output is
-/// for the operator; `default_level` applies unless `RUST_LOG` is set.
-pub fn init_stderr(default_level: &str) {
-    init_with(std::io::stderr, default_level);
-}
-
-/// [`init_stderr`], writing through `writer` (the CLI's, which keeps log
-/// lines out of a progress line).
+/// JSON logging for the CLI, whose standard output is for the operator,
+/// through `writer` (standard error, kept out of a progress line);
+/// `default_level` applies unless `RUST_LOG` is set.
 pub fn init_with<W>(writer: W, default_level: &str)
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
@@ -70,7 +65,7 @@ fn filter(default_level: &str) -> EnvFilter {
 }
 
 /// HMAC-SHA256 (RFC 2104), from the `hmac` crate the AWS SDK compiles too.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     use hmac::{KeyInit, Mac};
     // Any key length is valid for HMAC: the error cannot happen.
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
@@ -103,7 +98,7 @@ impl<'a> Pseudonyms<'a> {
 
     /// Replaces every occurrence of `identifier` in `text` by its pseudonym:
     /// for downstream error messages that may quote it.
-    pub fn redact(&self, text: &str, identifier: &str) -> String {
+    pub(crate) fn redact(&self, text: &str, identifier: &str) -> String {
         if identifier.is_empty() {
             return text.to_string();
         }

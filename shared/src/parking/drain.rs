@@ -19,31 +19,25 @@ use crate::parking::{ParkedDelivery, Parking};
 use crate::retry::Deadline;
 
 /// The longest SQS lets a received record stay hidden.
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+pub(crate) const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 /// The delay after a record's first failed drain; it doubles with each
 /// receive, up to [`LONGEST_RETRY`].
-pub const FIRST_RETRY: Duration = Duration::from_secs(60);
-pub const LONGEST_RETRY: Duration = Duration::from_secs(2 * 3600);
+pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(60);
+pub(crate) const LONGEST_RETRY: Duration = Duration::from_secs(2 * 3600);
 /// The parked queues' redrive `maxReceiveCount` (template.yaml): with the
 /// delays above, a record is tried for about 16 hours before it reaches
 /// the dead-letter queue.
-pub const MAX_RECEIVE_COUNT: u32 = 14;
+pub(crate) const MAX_RECEIVE_COUNT: u32 = 14;
 /// Kept back from the invocation's deadline to hide the failed records.
 const RESERVE: Duration = Duration::from_secs(2);
 
 /// How long a record that failed at its `receive_count`-th receive (1 for
 /// the first) stays hidden before it is tried again.
-pub fn retry_delay(receive_count: u32) -> Duration {
+pub(crate) fn retry_delay(receive_count: u32) -> Duration {
     let doublings = receive_count.saturating_sub(1).min(16);
     FIRST_RETRY
         .saturating_mul(1 << doublings)
         .min(LONGEST_RETRY)
-}
-
-/// How long a record that keeps failing stays in the parked queue before the
-/// redrive moves it: the sum of its delays.
-pub fn time_before_dead_letter(max_receive_count: u32) -> Duration {
-    (1..=max_receive_count).map(retry_delay).sum()
 }
 
 /// Lambda's SQS event (DESIGN §2), as far as the drain reads it.
@@ -272,7 +266,9 @@ mod tests {
         assert_eq!(retry_delay(2), Duration::from_secs(120));
         assert_eq!(retry_delay(8), Duration::from_secs(2 * 3600));
         assert_eq!(retry_delay(u32::MAX), LONGEST_RETRY);
-        let total = time_before_dead_letter(MAX_RECEIVE_COUNT);
+        // How long a record that keeps failing stays in the parked queue
+        // before the redrive moves it: the sum of its delays.
+        let total: Duration = (1..=MAX_RECEIVE_COUNT).map(retry_delay).sum();
         assert!(total >= Duration::from_secs(12 * 3600), "{total:?}");
         assert!(total <= Duration::from_secs(24 * 3600), "{total:?}");
         assert!(LONGEST_RETRY <= MAX_VISIBILITY);

@@ -73,10 +73,6 @@ impl Parking {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.queue.is_some()
-    }
-
     /// Hides a received record for `delay` more (SQS caps it at 12 hours),
     /// so that a record that failed again is not tried again at once.
     /// `Ok(false)` when parking is off: the record then shows again after
@@ -116,7 +112,11 @@ impl Parking {
 
 /// Parks a delivery that failed for a reason that may pass, and says how
 /// that went: for the log and the answer, which stays a failure either way.
-pub async fn park_failure(parking: &Parking, transient: bool, record: ParkedDelivery) -> Parked {
+pub(crate) async fn park_failure(
+    parking: &Parking,
+    transient: bool,
+    record: ParkedDelivery,
+) -> Parked {
     if !transient {
         return Parked::NotParkable;
     }
@@ -129,7 +129,7 @@ pub async fn park_failure(parking: &Parking, transient: bool, record: ParkedDeli
 
 /// What became of a failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parked {
+pub(crate) enum Parked {
     /// Recorded in the function's parked queue, which drains it.
     Yes,
     /// `PARKED_QUEUE_URL` is not set.
@@ -142,12 +142,12 @@ pub enum Parked {
 }
 
 impl Parked {
-    pub fn is_parked(&self) -> bool {
+    pub(crate) fn is_parked(&self) -> bool {
         *self == Parked::Yes
     }
 
     /// For the log line.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Parked::Yes => "parked: the queue's drain applies it".into(),
             Parked::Off => "not parked (PARKED_QUEUE_URL unset)".into(),
@@ -162,7 +162,7 @@ impl Parked {
 /// and the drain applies it — otherwise `status` with `{"error": …,
 /// "parked": false}`, which the sender retries: nothing is acknowledged
 /// that was neither applied nor parked.
-pub fn failure_response(
+pub(crate) fn failure_response(
     status: u16,
     message: &str,
     error_class: &str,
@@ -181,7 +181,7 @@ pub fn failure_response(
 }
 
 /// Now, to the second, in UTC.
-pub fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

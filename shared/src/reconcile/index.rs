@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 /// A column without a value stays absent (absent and `null` differ: Didomi
 /// may hold no choice where a contact holds `null`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packed(Box<str>);
+pub(crate) struct Packed(Box<str>);
 
 /// Packs and unpacks the values of a fixed list of columns.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ impl Columns {
         self.names.iter().map(String::as_str)
     }
 
-    pub fn pack(&self, values: &Map<String, Value>) -> Packed {
+    pub(crate) fn pack(&self, values: &Map<String, Value>) -> Packed {
         let by_position: Map<String, Value> = self
             .names
             .iter()
@@ -39,7 +39,7 @@ impl Columns {
         Packed(Value::Object(by_position).to_string().into_boxed_str())
     }
 
-    pub fn unpack(&self, packed: &Packed) -> Map<String, Value> {
+    pub(crate) fn unpack(&self, packed: &Packed) -> Map<String, Value> {
         let Ok(Value::Object(by_position)) = serde_json::from_str::<Value>(&packed.0) else {
             return Map::new();
         };
@@ -54,14 +54,14 @@ impl Columns {
 }
 
 /// The lookup form of a key: trimmed and lower-cased, as Dataverse compares.
-pub fn lookup_key(key: &str) -> String {
+pub(crate) fn lookup_key(key: &str) -> String {
     key.trim().to_lowercase()
 }
 
 /// One indexed row as the other side needs it: its id (a contact id, or a
 /// Didomi `organization_user_id` as Didomi spells it) and its packed values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub id: Box<str>,
     pub values: Packed,
 }
@@ -129,7 +129,7 @@ impl Row {
 /// slack, duplicates (contacts sharing a key) side by side. `seen` marks
 /// rows the streamed side matched.
 #[derive(Debug, Default)]
-pub struct Index {
+pub(crate) struct Index {
     rows: Vec<Row>,
     sorted: bool,
 }
@@ -178,21 +178,13 @@ impl Index {
     }
 
     /// Every row.
-    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
         self.rows.iter().map(Row::entry)
     }
 
     /// The number of rows whose key nothing matched.
-    pub fn unmatched(&self) -> usize {
+    pub(crate) fn unmatched(&self) -> usize {
         self.rows.iter().filter(|r| !r.seen).count()
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
     }
 }
 
@@ -224,7 +216,7 @@ mod tests {
         index.insert(" Jane@Example.com", entry("a"));
         index.insert("jane@example.com", entry("b"));
         index.insert("ada@example.com", entry("c"));
-        assert_eq!(index.len(), 3);
+        assert_eq!(index.rows.len(), 3);
         let ids: Vec<String> = index
             .matched("JANE@example.COM ")
             .unwrap()

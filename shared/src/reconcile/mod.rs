@@ -48,7 +48,7 @@ use writes::{BulkWriter, EventSender, CONSENT_RECORDS, CONTACTS};
 
 /// Contacts per page: the most Dataverse gives, since reads count against
 /// the same service protection limits as writes.
-pub const PAGE_SIZE: usize = 5000;
+pub(crate) const PAGE_SIZE: usize = 5000;
 
 /// Why a reconcile could not run to its end (a write that failed is not
 /// one: it is reported as a [`Failure`] and the run goes on).
@@ -85,7 +85,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn add(counter: &AtomicUsize, n: usize) {
+    pub(crate) fn add(counter: &AtomicUsize, n: usize) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -129,7 +129,7 @@ impl Options {
 
 /// A deadline long enough that only a dead service stops a reconcile: it
 /// waits out throttling, however long Dataverse asks.
-pub fn patient_deadline() -> Deadline {
+pub(crate) fn patient_deadline() -> Deadline {
     Deadline::after(Duration::from_secs(6 * 3600))
 }
 
@@ -707,7 +707,7 @@ impl Reconcile {
 /// user's change time. Written with the columns as the functions write an
 /// event's, so that a late older event is recognised as older — and a
 /// newer change a contact already holds is left alone.
-pub fn guard_of<'a>(config: &'a Config, user: &DidomiUser) -> Option<(&'a str, i64)> {
+pub(crate) fn guard_of<'a>(config: &'a Config, user: &DidomiUser) -> Option<(&'a str, i64)> {
     config.sync_timestamp_column.as_deref().zip(
         user.updated_at
             .as_deref()
@@ -750,7 +750,10 @@ pub fn drift(
 
 /// The columns to write: the changes, and the guard's time when it is
 /// configured.
-pub fn stamped(mut changes: Map<String, Value>, guard: Option<(&str, i64)>) -> Map<String, Value> {
+pub(crate) fn stamped(
+    mut changes: Map<String, Value>,
+    guard: Option<(&str, i64)>,
+) -> Map<String, Value> {
     if let Some((column, at)) = guard {
         changes.insert(column.to_string(), json!(crate::time::iso_utc(at)));
     }
@@ -780,7 +783,7 @@ fn records_event(
 }
 
 /// A user's `organization_user_id`, when it has one.
-pub fn user_key(user: &DidomiUser) -> Option<&str> {
+pub(crate) fn user_key(user: &DidomiUser) -> Option<&str> {
     user.organization_user_id
         .as_deref()
         .filter(|u| !u.trim().is_empty())

@@ -17,7 +17,7 @@ use super::index::lookup_key;
 
 /// One record of a configured purpose or topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexedRecord {
+pub(crate) struct IndexedRecord {
     pub id: Box<str>,
     pub entry: Entry,
     pub value: Option<i64>,
@@ -26,7 +26,7 @@ pub struct IndexedRecord {
 
 /// The records of the configured purposes and topics, by address.
 #[derive(Debug, Default)]
-pub struct RecordsIndex {
+pub(crate) struct RecordsIndex {
     by_address: HashMap<Box<str>, Vec<IndexedRecord>>,
     len: usize,
 }
@@ -55,14 +55,6 @@ impl RecordsIndex {
             .map(Vec::as_slice)
             .unwrap_or_default()
     }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 /// The value of an entry among an address's records, read as the functions
@@ -79,7 +71,7 @@ fn effective(records: &[IndexedRecord], entry: Entry) -> Option<i64> {
 /// The writes that bring an address's records to `wanted`: updates of every
 /// record (duplicates included) whose value differs, and a new record for
 /// an entry that has none.
-pub fn record_writes(
+pub(crate) fn record_writes(
     section: &ContactPointConsent,
     resolved: &Resolved,
     address: &str,
@@ -118,7 +110,7 @@ fn object(value: Value) -> Map<String, Value> {
 /// differs from what Didomi holds (`didomi`, from `didomi_values`): a
 /// purpose's `enabled`; for a topic, its preference's values whose records
 /// are Opted In, whole. `None` when Didomi already agrees.
-pub fn event_for_records(
+pub(crate) fn event_for_records(
     section: &ContactPointConsent,
     records: &[IndexedRecord],
     didomi: &[(Entry, i64)],

@@ -22,15 +22,15 @@ use super::Counts;
 /// lengthens each request and its all-or-nothing scope), and a split to isolate one
 /// refused record costs at most 14 more requests (one when Dataverse names
 /// it).
-pub const DEFAULT_BATCH_SIZE: usize = 100;
-pub const MAX_BATCH_SIZE: usize = 1000;
+pub(crate) const DEFAULT_BATCH_SIZE: usize = 100;
+pub(crate) const MAX_BATCH_SIZE: usize = 1000;
 
 /// Bulk requests prepared ahead of the pacing's own bound, so that a free
 /// place never waits for the next batch to be built.
 const PENDING_BATCHES: usize = 4;
 
 /// Didomi does not rate-limit `/consents/*`: events go out this many at a time.
-pub const DIDOMI_IN_FLIGHT: usize = 16;
+pub(crate) const DIDOMI_IN_FLIGHT: usize = 16;
 
 /// A Dataverse write that did not happen, for the report.
 #[derive(Debug, Clone)]
@@ -54,14 +54,14 @@ pub const CONTACTS: Table = Table {
     key: "contactid",
 };
 
-pub const CONSENT_RECORDS: Table = Table {
+pub(crate) const CONSENT_RECORDS: Table = Table {
     entity_set: crate::contact_point_consent::ENTITY_SET,
     entity: crate::contact_point_consent::ENTITY,
     key: crate::contact_point_consent::PRIMARY_KEY,
 };
 
 /// Rows queued for one bulk message, sent `batch_size` at a time.
-pub struct BulkWriter {
+pub(crate) struct BulkWriter {
     config: Arc<Config>,
     client: Arc<DataverseClient>,
     counts: Arc<Counts>,
@@ -232,7 +232,7 @@ async fn created_meanwhile(
 }
 
 /// Consent events for Didomi, `DIDOMI_IN_FLIGHT` at a time.
-pub struct EventSender {
+pub(crate) struct EventSender {
     config: Arc<Config>,
     client: Arc<DidomiClient>,
     counts: Arc<Counts>,

@@ -27,11 +27,11 @@ use crate::reconcile::{Counts, Options, Reconcile, Truth};
 use crate::{Config, Deadline, RetryPolicy};
 
 /// The metric namespace and the value of the `Function` dimension.
-pub const FUNCTION: &str = "consent-watch";
+pub(crate) const FUNCTION: &str = "consent-watch";
 
 pub const DIDOMI_EXPORT: &str = "DIDOMI_EXPORT";
 pub const DIDOMI_EXPORT_ROLE_ARN: &str = "DIDOMI_EXPORT_ROLE_ARN";
-pub const WATCH_SAMPLE: &str = "WATCH_SAMPLE";
+pub(crate) const WATCH_SAMPLE: &str = "WATCH_SAMPLE";
 pub const WATCH_REPAIR: &str = "WATCH_REPAIR";
 pub const DEFAULT_SAMPLE: usize = 2000;
 /// The most contacts one run samples: one page of Dataverse's, and what 16
@@ -77,7 +77,9 @@ impl Settings {
     }
 
     /// The same, from any source of variables.
-    pub fn from_vars(read: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+    pub(crate) fn from_vars(
+        read: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
         let var = |name: &str| read(name).filter(|v| !v.trim().is_empty());
         let export = match var(DIDOMI_EXPORT) {
             Some(source) => Some(Export::parse(&source, var(DIDOMI_EXPORT_ROLE_ARN)).map_err(
@@ -126,7 +128,7 @@ impl Settings {
 }
 
 /// The six figures, in the order they are reported.
-pub const FIGURES: [&str; 6] = [
+pub(crate) const FIGURES: [&str; 6] = [
     "ContactsChecked",
     "ContactsDiffering",
     "ContactsWithoutDidomiUser",
@@ -196,7 +198,7 @@ impl Report {
     }
 
     /// The Embedded Metric Format record of the six figures.
-    pub fn metric_record(&self, timestamp_ms: u64) -> String {
+    pub(crate) fn metric_record(&self, timestamp_ms: u64) -> String {
         let mut record = json!({
             "_aws": {
                 "Timestamp": timestamp_ms,

@@ -29,7 +29,7 @@ use store::{join, Store};
 const BATCH: usize = 1000;
 
 /// The marker Didomi writes once a partition is complete.
-pub const SUCCESS_MARKER: &str = "_SUCCESS";
+pub(crate) const SUCCESS_MARKER: &str = "_SUCCESS";
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExportError {

@@ -9,7 +9,7 @@ use aws_sdk_s3::Client;
 
 use super::ExportError;
 
-pub enum Store {
+pub(crate) enum Store {
     Local(PathBuf),
     S3 { client: Client, bucket: String },
 }
@@ -25,7 +25,7 @@ pub fn join(prefix: &str, name: &str) -> String {
 
 impl Store {
     /// The names of the folders directly under `prefix`.
-    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, ExportError> {
+    pub(crate) async fn folders(&self, prefix: &str) -> Result<Vec<String>, ExportError> {
         match self {
             Store::Local(root) => {
                 let dir = root.join(prefix);
@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// The file `key`, to be read on a blocking thread.
-    pub async fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, ExportError> {
+    pub(crate) async fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, ExportError> {
         match self {
             Store::Local(root) => {
                 let path = root.join(key);
@@ -168,7 +168,7 @@ impl Store {
     }
 
     /// How a file is named in messages.
-    pub fn describe(&self, key: &str) -> String {
+    pub(crate) fn describe(&self, key: &str) -> String {
         match self {
             Store::Local(root) => root.join(key).display().to_string(),
             Store::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
