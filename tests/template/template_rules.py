@@ -146,7 +146,7 @@ def max_receive_count():
     """The redrive count the functions' retry delays are computed for."""
     path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "src", "parking", "drain.rs")
     with open(path, encoding="utf-8") as f:
-        match = re.search(r"pub const MAX_RECEIVE_COUNT: u32 = (\d+);", f.read())
+        match = re.search(r"pub(?:\(crate\))? const MAX_RECEIVE_COUNT: u32 = (\d+);", f.read())
     return int(match.group(1))
 
 
