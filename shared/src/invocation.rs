@@ -9,7 +9,8 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::parking::drain::{BatchResponse, Sources, SqsEvent};
+use crate::flows::Setup;
+use crate::parking::drain::{BatchResponse, SqsEvent};
 use crate::retry::Deadline;
 
 /// A function that answers webhooks and drains its parked queue.
@@ -20,11 +21,11 @@ pub trait Function {
         deadline: Deadline,
     ) -> impl Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>> + Send;
 
-    /// What draining its parked queue takes: its configuration and clients.
-    fn sources(&self) -> Sources<'_>;
+    /// Its configuration and clients, which draining its parked queue takes too.
+    fn setup(&self) -> &Setup;
 
     fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> impl Future<Output = BatchResponse> {
-        crate::parking::drain::drain(self.sources(), batch, deadline)
+        crate::parking::drain::drain(self.setup().sources(), batch, deadline)
     }
 }
 
@@ -79,4 +80,29 @@ pub async fn invoke<F: Function>(
     })?;
     let response = Box::pin(function.handle(&request, deadline)).await?;
     serde_json::to_value(response).map_err(|e| unexpected(e.to_string()))
+}
+
+/// Kept back from Lambda's deadline to send the answer.
+pub const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Serves a webhook function's events until Lambda stops it. `function` is
+/// what its init built, once: an environment problem fails each invocation
+/// with its message rather than the whole init, so that it shows where the
+/// operator looks first.
+pub async fn run<F: Function + Sync>(
+    function: Result<F, ConfigError>,
+) -> Result<(), lambda_runtime::Error> {
+    let function = &function;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| async move {
+            let function = function
+                .as_ref()
+                .map_err(|e| InvocationError::from(e.clone()))?;
+            let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
+            invoke(function, event.payload, deadline)
+                .await
+                .map_err(lambda_runtime::Diagnostic::from)
+        },
+    ))
+    .await
 }

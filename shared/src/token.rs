@@ -78,15 +78,18 @@ impl TokenCache {
 
     /// Sends with this cache's token (`token()` gets it, `send` sends with
     /// it); a 401 rejects that token and sends once more with a fresh one,
-    /// since a token can be revoked or expire before its time.
-    pub(crate) async fn send_authorized<E, T, S>(
+    /// since a token can be revoked or expire before its time. An answer
+    /// other than 2xx becomes the API's error (`refused`).
+    pub(crate) async fn send_authorized<E, T, S, R>(
         &self,
         token: impl Fn() -> T,
         send: impl Fn(Secret) -> S,
+        refused: impl FnOnce(reqwest::Response) -> R,
     ) -> Result<reqwest::Response, E>
     where
         T: Future<Output = Result<Secret, E>>,
         S: Future<Output = Result<reqwest::Response, E>>,
+        R: Future<Output = E>,
     {
         let mut renewed = false;
         loop {
@@ -96,6 +99,9 @@ impl TokenCache {
                 self.reject(&current).await;
                 renewed = true;
                 continue;
+            }
+            if !response.status().is_success() {
+                return Err(refused(response).await);
             }
             return Ok(response);
         }

@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::contacts::{created, insert_contact, with_defaults, write_columns};
 use crate::odata::{odata_error, ColumnType, API_PATH};
-use crate::SimState;
+use crate::{Request, SimState};
 
 fn unauthorized() -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
@@ -40,14 +40,15 @@ fn no_property(name: &str) -> Response {
     )
 }
 
-pub fn serve(
-    state: &mut SimState,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
+pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
+    let Request {
+        method,
+        path,
+        params,
+        headers,
+        body,
+    } = request;
+    let (method, path, headers, body) = (*method, *path, *headers, *body);
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -55,16 +56,13 @@ pub fn serve(
     if !token.is_some_and(|t| state.issued_tokens.contains(t)) {
         return unauthorized();
     }
-    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
     let path = path.trim_start_matches('/');
     let user = headers
         .get("MSCRMCallerID")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| state.identity.application_user_id.clone());
-    if let Some(response) = crate::registration::serve(state, method, path, &params, body, &user) {
+    if let Some(response) = crate::registration::serve(state, method, path, params, body, &user) {
         return response;
     }
     match (method, path) {
@@ -90,7 +88,7 @@ pub fn serve(
             "OrganizationId": "00000000-0000-0000-0000-0000000000f1"
         }))
         .into_response(),
-        (&Method::GET, "contacts") => query_contacts(state, &params, headers),
+        (&Method::GET, "contacts") => query_contacts(state, params, headers),
         (&Method::POST, "contacts") => create_contact(state, body, &user),
         (&Method::POST, "contacts/Microsoft.Dynamics.CRM.UpdateMultiple") => {
             update_multiple(state, body, &user)
@@ -109,7 +107,7 @@ pub fn serve(
                     Err(response) => response,
                 }
             }
-            Some(id) if method == Method::GET => get_contact(state, id, &params),
+            Some(id) if method == Method::GET => get_contact(state, id, params),
             Some(id) if method == Method::PATCH => update_contact(state, id, headers, body, &user),
             _ => odata_error(404, "0x80060888", &format!("Resource not found for the segment '{path}'.")),
         },

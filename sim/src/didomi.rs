@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use crate::{Outgoing, SimState};
+use crate::{Outgoing, Request, SimState};
 
 /// Users per page of `/consents/users`, as Didomi pages them.
 pub const PAGE_SIZE: usize = 100;
@@ -100,17 +100,15 @@ fn jwt(lifetime: u64) -> String {
     )
 }
 
-pub fn serve(
-    state: &mut SimState,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
-    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
+    let Request {
+        method,
+        path,
+        params,
+        headers,
+        body,
+    } = request;
+    let (method, path, headers, body) = (*method, *path, *headers, *body);
     if (method, path) == (&Method::POST, "/sessions") {
         return session(state, body);
     }
@@ -130,7 +128,7 @@ pub fn serve(
     }
     match (method, path) {
         (&Method::POST, "/consents/events") => create_event(state, body),
-        (&Method::GET, "/consents/users") => users(state, &params),
+        (&Method::GET, "/consents/users") => users(state, params),
         _ => error(404, "NotFound", &format!("Page not found: {path}")),
     }
 }

@@ -66,38 +66,47 @@ pub fn token(state: &mut SimState, method: &Method, path: &str, body: &[u8]) -> 
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
-    if field("grant_type") != "client_credentials" {
-        return refusal(
+    let expected_scope = format!("{}/.default", state.base_url);
+    // Each form field as Entra ID checks it, with its refusal: status,
+    // error, AADSTS code, description.
+    let checks: [(&str, &str, u16, &str, u32, &str); 4] = [
+        (
+            "grant_type",
+            "client_credentials",
             400,
             "unsupported_grant_type",
             70003,
             "The app requested an unsupported grant type.",
-        );
-    }
-    if field("client_id") != state.identity.client_id {
-        return refusal(
+        ),
+        (
+            "client_id",
+            &state.identity.client_id,
             400,
             "unauthorized_client",
             700016,
             "Application with identifier was not found in the directory.",
-        );
-    }
-    if field("client_secret") != state.identity.client_secret {
-        return refusal(
+        ),
+        (
+            "client_secret",
+            &state.identity.client_secret,
             401,
             "invalid_client",
             7000215,
             "Invalid client secret provided.",
-        );
-    }
-    let expected_scope = format!("{}/.default", state.base_url);
-    if field("scope") != expected_scope {
-        return refusal(
+        ),
+        (
+            "scope",
+            &expected_scope,
             400,
             "invalid_scope",
             70011,
             "The provided value for the input parameter 'scope' is not valid.",
-        );
+        ),
+    ];
+    for (name, expected, status, error, code, description) in checks {
+        if field(name) != expected {
+            return refusal(status, error, code, description);
+        }
     }
     let access_token = format!("sim.{}", uuid::Uuid::new_v4().simple());
     state.issued_tokens.insert(access_token.clone());

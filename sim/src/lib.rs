@@ -139,6 +139,16 @@ pub struct DidomiState {
     pub faults: VecDeque<Fault>,
 }
 
+/// One HTTP request as a simulated service reads it: the path below the
+/// service's root and the query's parameters.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub params: &'a HashMap<String, String>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
 #[derive(Debug, Default)]
 pub struct SimState {
     pub identity: Identity,
@@ -664,14 +674,24 @@ async fn dispatch(
         }
         None => {}
     }
+    let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let request = |path| Request {
+        method: &method,
+        path,
+        params: &params,
+        headers: &headers,
+        body: &body,
+    };
     let response = {
         let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
         if is_token {
             entra::token(&mut guard, &method, &path, &body)
         } else if let Some(rest) = path.strip_prefix("/v1") {
-            didomi::serve(&mut guard, &method, rest, &query, &headers, &body)
+            didomi::serve(&mut guard, &request(rest))
         } else if let Some(rest) = path.strip_prefix(odata::API_PATH) {
-            dataverse::serve(&mut guard, &method, rest, &query, &headers, &body)
+            dataverse::serve(&mut guard, &request(rest))
         } else {
             odata::odata_error(
                 404,

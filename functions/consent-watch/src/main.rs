@@ -1,16 +1,11 @@
 //! Lambda function, scheduled: registration health, drift between Didomi
 //! and Dynamics, optional repair from Didomi (DESIGN §12).
 
-use std::time::Duration;
-
-use consent_sync::invocation::InvocationError;
+use consent_sync::invocation::{InvocationError, ANSWER_RESERVE};
 use consent_sync::watch::ConsentWatch;
 use consent_sync::Deadline;
 use lambda_runtime::{service_fn, Diagnostic, Error, LambdaEvent};
 use serde_json::Value;
-
-/// Kept back from Lambda's deadline to send the answer.
-const ANSWER_RESERVE: Duration = Duration::from_millis(500);
 
 // Multi-threaded: the export's files are decompressed on every core the
 // function's memory size gives it.

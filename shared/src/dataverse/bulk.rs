@@ -38,10 +38,41 @@ pub(crate) struct BulkOutcome {
     pub requests: usize,
 }
 
+/// A table bulk messages write to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Message {
-    Update,
-    Create,
+pub(crate) struct Table {
+    pub entity_set: &'static str,
+    pub entity: &'static str,
+    pub key: &'static str,
+}
+
+pub(crate) const CONTACTS: Table = Table {
+    entity_set: "contacts",
+    entity: "contact",
+    key: "contactid",
+};
+
+pub(crate) const CONSENT_RECORDS: Table = Table {
+    entity_set: crate::contact_point_consent::ENTITY_SET,
+    entity: crate::contact_point_consent::ENTITY,
+    key: crate::contact_point_consent::PRIMARY_KEY,
+};
+
+/// One bulk message on one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bulk {
+    /// `UpdateMultiple`: every row carries its id.
+    Update(Table),
+    /// `CreateMultiple`: the ids created come back in order.
+    Create(Table),
+}
+
+impl Bulk {
+    pub(crate) fn table(self) -> Table {
+        match self {
+            Bulk::Update(table) | Bulk::Create(table) => table,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,39 +93,8 @@ fn tied_to_a_record(error: &DataverseError) -> bool {
 }
 
 impl Dataverse<'_> {
-    /// Updates `rows` of `entity_set` (logical name `entity`, primary key
-    /// `key`) with `UpdateMultiple`, isolating refused records.
-    pub(crate) async fn update_multiple(
-        &self,
-        entity_set: &str,
-        entity: &str,
-        key: &str,
-        rows: &[Row],
-    ) -> BulkOutcome {
-        self.bulk(Message::Update, entity_set, entity, key, rows)
-            .await
-    }
-
-    /// Creates `rows` with `CreateMultiple`, isolating refused records.
-    pub(crate) async fn create_multiple(
-        &self,
-        entity_set: &str,
-        entity: &str,
-        key: &str,
-        rows: &[Row],
-    ) -> BulkOutcome {
-        self.bulk(Message::Create, entity_set, entity, key, rows)
-            .await
-    }
-
-    async fn bulk(
-        &self,
-        message: Message,
-        entity_set: &str,
-        entity: &str,
-        key: &str,
-        rows: &[Row],
-    ) -> BulkOutcome {
+    /// Writes `rows` with one bulk message, isolating refused records.
+    pub(crate) async fn bulk(&self, bulk: Bulk, rows: &[Row]) -> BulkOutcome {
         let mut outcome = BulkOutcome::default();
         let mut created: Vec<Option<String>> = vec![None; rows.len()];
         let mut groups: Vec<Vec<usize>> = vec![(0..rows.len()).collect()];
@@ -103,9 +103,7 @@ impl Dataverse<'_> {
                 continue;
             }
             outcome.requests += 1;
-            let result = self
-                .send_bulk(message, entity_set, entity, key, rows, &group)
-                .await;
+            let result = self.send_bulk(bulk, rows, &group).await;
             match result {
                 Ok(ids) => {
                     outcome.applied += group.len();
@@ -157,13 +155,15 @@ impl Dataverse<'_> {
     /// for `CreateMultiple`.
     async fn send_bulk(
         &self,
-        message: Message,
-        entity_set: &str,
-        entity: &str,
-        key: &str,
+        bulk: Bulk,
         rows: &[Row],
         group: &[usize],
     ) -> Result<Vec<String>, DataverseError> {
+        let Table {
+            entity_set,
+            entity,
+            key,
+        } = bulk.table();
         let odata_type = format!("Microsoft.Dynamics.CRM.{entity}");
         let targets: Vec<Value> = group
             .iter()
@@ -179,14 +179,14 @@ impl Dataverse<'_> {
             })
             .collect();
         let body = json!({ "Targets": targets });
-        let (name, replay) = match message {
-            Message::Update => ("UpdateMultiple", Replay::Safe),
+        let (name, replay) = match bulk {
+            Bulk::Update(_) => ("UpdateMultiple", Replay::Safe),
             // Repeated after an unclear outcome, a create could happen twice.
-            Message::Create => ("CreateMultiple", Replay::OnlyIfNotProcessed),
+            Bulk::Create(_) => ("CreateMultiple", Replay::OnlyIfNotProcessed),
         };
         let url = self.url(&format!("{entity_set}/Microsoft.Dynamics.CRM.{name}"));
         let response = self.send(Method::POST, &url, Some(&body), replay).await?;
-        if message == Message::Update {
+        if let Bulk::Update(_) = bulk {
             return Ok(Vec::new());
         }
         let created: Created = response.json().await.map_err(|_| {

@@ -231,8 +231,7 @@ impl Dataverse<'_> {
         headers: &[(&str, &str)],
     ) -> Result<Response, DataverseError> {
         let method = &method;
-        let response = self
-            .client
+        self.client
             .tokens
             .send_authorized(
                 || async { Ok::<_, DataverseError>(self.token().await?) },
@@ -272,13 +271,9 @@ impl Dataverse<'_> {
                         .await?;
                     Ok(response)
                 },
+                api_error,
             )
-            .await?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(api_error(response).await)
-        }
+            .await
     }
 
     /// The contacts whose `contact_key` column equals `key` (Dataverse

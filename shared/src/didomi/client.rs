@@ -239,8 +239,7 @@ impl Didomi<'_> {
         body: Option<&Value>,
     ) -> Result<Response, DidomiError> {
         let method = &method;
-        let response = self
-            .client
+        self.client
             .sessions
             .send_authorized(
                 || self.token(),
@@ -266,13 +265,9 @@ impl Didomi<'_> {
                         .await?;
                     Ok(response)
                 },
+                api_error,
             )
-            .await?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(api_error(response).await)
-        }
+            .await
     }
 
     /// Records a consent event for the user, signed with consent-sync's delegate.

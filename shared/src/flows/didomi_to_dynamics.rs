@@ -15,7 +15,6 @@ use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
 use crate::flows::{Outcome, Setup};
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, rejected, Rejection};
 use crate::mapping::{columns_from_consents, differences};
-use crate::parking::drain::Sources;
 use crate::parking::{failure_response, now_utc, park_failure, ParkedDelivery, DIDOMI_TO_DYNAMICS};
 use crate::retry::Deadline;
 use crate::time::{iso_utc, parse_utc_seconds};
@@ -113,11 +112,6 @@ impl DidomiToDynamics {
                     parked_at: now_utc(),
                 };
                 let parked = park_failure(&self.setup.parking, error.is_transient(), record).await;
-                crate::metrics::count(if parked.is_parked() {
-                    "parked"
-                } else {
-                    "failed"
-                });
                 // Parked is handled, only later: a warning. Not parked is
                 // a delivery resting on the sender's retries: an error.
                 if parked.is_parked() {
@@ -163,8 +157,8 @@ impl crate::invocation::Function for DidomiToDynamics {
         DidomiToDynamics::handle(self, request, deadline).await
     }
 
-    fn sources(&self) -> Sources<'_> {
-        self.setup.sources()
+    fn setup(&self) -> &Setup {
+        &self.setup
     }
 }
 

@@ -18,7 +18,6 @@ use crate::didomi::DidomiError;
 use crate::flows::{Outcome, Setup};
 use crate::gateway::{authenticate_key, body_bytes, header, json_response, rejected, Rejection};
 use crate::mapping::{columns_for_changes, consents_from_columns};
-use crate::parking::drain::Sources;
 use crate::parking::{failure_response, now_utc, park_failure, ParkedDelivery, DYNAMICS_TO_DIDOMI};
 use crate::retry::Deadline;
 use crate::token::dataverse_token_key;
@@ -170,11 +169,6 @@ impl DynamicsToDidomi {
                     parked_at: now_utc(),
                 };
                 let parked = park_failure(&self.setup.parking, error.is_transient(), record).await;
-                crate::metrics::count(if parked.is_parked() {
-                    "parked"
-                } else {
-                    "failed"
-                });
                 let user = user.as_deref().map(|id| pseudonyms.of(id));
                 let user = user.as_deref().unwrap_or("-");
                 // Parked is handled, only later: a warning. Not parked is
@@ -248,8 +242,8 @@ impl crate::invocation::Function for DynamicsToDidomi {
         DynamicsToDidomi::handle(self, request, deadline).await
     }
 
-    fn sources(&self) -> Sources<'_> {
-        self.setup.sources()
+    fn setup(&self) -> &Setup {
+        &self.setup
     }
 }
 

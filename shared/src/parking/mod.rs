@@ -110,21 +110,29 @@ impl Parking {
     }
 }
 
-/// Parks a delivery that failed for a reason that may pass, and says how
-/// that went: for the log and the answer, which stays a failure either way.
+/// Parks a delivery that failed for a reason that may pass, counts it
+/// (`parked` or `failed`), and says how that went: for the log and the
+/// answer, which stays a failure either way.
 pub(crate) async fn park_failure(
     parking: &Parking,
     transient: bool,
     record: ParkedDelivery,
 ) -> Parked {
-    if !transient {
-        return Parked::NotParkable;
-    }
-    match parking.park(&record).await {
-        Ok(true) => Parked::Yes,
-        Ok(false) => Parked::Off,
-        Err(error) => Parked::Failed(error),
-    }
+    let parked = if !transient {
+        Parked::NotParkable
+    } else {
+        match parking.park(&record).await {
+            Ok(true) => Parked::Yes,
+            Ok(false) => Parked::Off,
+            Err(error) => Parked::Failed(error),
+        }
+    };
+    crate::metrics::count(if parked.is_parked() {
+        "parked"
+    } else {
+        "failed"
+    });
+    parked
 }
 
 /// What became of a failed delivery.

@@ -41,10 +41,11 @@ use crate::contact_point_consent::{
 };
 use crate::dataverse::consent_records::{reason, Resolved};
 
+use crate::dataverse::bulk::{Bulk, CONSENT_RECORDS, CONTACTS};
 use index::{Columns, Index};
 use records::{event_for_records, record_writes, RecordsIndex};
 pub use writes::Failure;
-use writes::{BulkWriter, EventSender, CONSENT_RECORDS, CONTACTS};
+use writes::{BulkWriter, EventSender};
 
 /// Contacts per page: the most Dataverse gives, since reads count against
 /// the same service protection limits as writes.
@@ -318,21 +319,23 @@ impl Reconcile {
         }
 
         let apply = self.options.apply;
-        let writer = |create, table| {
+        let writer = |bulk| {
             BulkWriter::new(
                 config.clone(),
                 self.dataverse.clone(),
                 self.counts.clone(),
                 batch_size,
-                create,
-                table,
+                bulk,
                 self.options.deadline,
             )
         };
-        let (mut updates, mut creates) = (writer(false, CONTACTS), writer(true, CONTACTS));
+        let (mut updates, mut creates) = (
+            writer(Bulk::Update(CONTACTS)),
+            writer(Bulk::Create(CONTACTS)),
+        );
         let (mut record_updates, mut record_creates) = (
-            writer(false, CONSENT_RECORDS),
-            writer(true, CONSENT_RECORDS),
+            writer(Bulk::Update(CONSENT_RECORDS)),
+            writer(Bulk::Create(CONSENT_RECORDS)),
         );
         let reason = reason("reconcile");
         'pages: while let Some(page) = self.next_users(users).await? {

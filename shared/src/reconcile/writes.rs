@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::consents::Consents;
-use crate::dataverse::bulk::{BulkOutcome, Row};
+use crate::dataverse::bulk::{Bulk, BulkOutcome, Row, CONTACTS};
 use crate::dataverse::DataverseClient;
 use crate::didomi::DidomiClient;
 use crate::{Config, Deadline};
@@ -40,34 +40,13 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// A table bulk messages write to.
-#[derive(Debug, Clone, Copy)]
-pub struct Table {
-    pub entity_set: &'static str,
-    pub entity: &'static str,
-    pub key: &'static str,
-}
-
-pub const CONTACTS: Table = Table {
-    entity_set: "contacts",
-    entity: "contact",
-    key: "contactid",
-};
-
-pub(crate) const CONSENT_RECORDS: Table = Table {
-    entity_set: crate::contact_point_consent::ENTITY_SET,
-    entity: crate::contact_point_consent::ENTITY,
-    key: crate::contact_point_consent::PRIMARY_KEY,
-};
-
 /// Rows queued for one bulk message, sent `batch_size` at a time.
 pub(crate) struct BulkWriter {
     config: Arc<Config>,
     client: Arc<DataverseClient>,
     counts: Arc<Counts>,
     batch_size: usize,
-    create: bool,
-    table: Table,
+    bulk: Bulk,
     deadline: Deadline,
     batch: Vec<(Row, String)>,
     running: JoinSet<(Vec<String>, BulkOutcome)>,
@@ -78,15 +57,14 @@ pub(crate) struct BulkWriter {
 }
 
 impl BulkWriter {
-    /// A writer of updates (`create` false) or creates of `table`'s rows,
-    /// each row carrying the subject its failure is reported under.
+    /// A writer of rows with one bulk message, each row carrying the
+    /// subject its failure is reported under.
     pub fn new(
         config: Arc<Config>,
         client: Arc<DataverseClient>,
         counts: Arc<Counts>,
         batch_size: usize,
-        create: bool,
-        table: Table,
+        bulk: Bulk,
         deadline: Deadline,
     ) -> Self {
         BulkWriter {
@@ -94,8 +72,7 @@ impl BulkWriter {
             client,
             counts,
             batch_size,
-            create,
-            table,
+            bulk,
             deadline,
             batch: Vec::with_capacity(batch_size),
             running: JoinSet::new(),
@@ -124,24 +101,14 @@ impl BulkWriter {
             std::mem::take(&mut self.batch).into_iter().unzip();
         let config = self.config.clone();
         let client = self.client.clone();
-        let create = self.create;
-        let table = self.table;
+        let bulk = self.bulk;
         let deadline = self.deadline;
         self.running.spawn(async move {
             let dataverse = client.session(&config, deadline);
-            let outcome = if create {
-                let mut outcome = dataverse
-                    .create_multiple(table.entity_set, table.entity, table.key, &rows)
-                    .await;
-                if table.entity_set == CONTACTS.entity_set {
-                    created_meanwhile(&dataverse, &config, &rows, &mut outcome).await;
-                }
-                outcome
-            } else {
-                dataverse
-                    .update_multiple(table.entity_set, table.entity, table.key, &rows)
-                    .await
-            };
+            let mut outcome = dataverse.bulk(bulk, &rows).await;
+            if bulk == Bulk::Create(CONTACTS) {
+                created_meanwhile(&dataverse, &config, &rows, &mut outcome).await;
+            }
             (subjects, outcome)
         });
     }

@@ -11,9 +11,10 @@ use tokio::task::JoinSet;
 
 use super::{Clients, Report, Settings, REPORT_RESERVE};
 use crate::dataverse::bulk::Row;
+use crate::dataverse::bulk::{Bulk, CONTACTS};
 use crate::didomi::DidomiUser;
 use crate::mapping::columns_from_consents;
-use crate::reconcile::writes::{BulkWriter, CONTACTS, DEFAULT_BATCH_SIZE, DIDOMI_IN_FLIGHT};
+use crate::reconcile::writes::{BulkWriter, DEFAULT_BATCH_SIZE, DIDOMI_IN_FLIGHT};
 use crate::reconcile::{drift, guard_of, stamped, Counts, Drift};
 use crate::{Config, Deadline};
 
@@ -61,8 +62,7 @@ pub(super) async fn drift_of_recent_contacts(
         clients.dataverse.clone(),
         counts.clone(),
         DEFAULT_BATCH_SIZE,
-        false,
-        CONTACTS,
+        Bulk::Update(CONTACTS),
         deadline,
     );
     let mut lookups: JoinSet<Looked> = JoinSet::new();
