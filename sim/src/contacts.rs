@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::odata::{ColumnType, API_PATH};
+use crate::odata::ColumnType;
 use crate::SimState;
 
 /// The contact columns the simulated environment has: the standard consent
@@ -88,15 +86,4 @@ pub(crate) fn insert_contact(
     state.push_contact(row);
     crate::webhooks::contact_written(state, "Create", &id, fields, user);
     id
-}
-
-/// The answer to a create (or an upsert): 204 with the row's `OData-EntityId`.
-pub(crate) fn created(state: &SimState, id: &str) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let entity_id = format!("{}{API_PATH}/contacts({id})", state.base_url);
-    response.headers_mut().insert(
-        "OData-EntityId",
-        HeaderValue::from_str(&entity_id).expect("ascii"),
-    );
-    response
 }

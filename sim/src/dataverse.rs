@@ -17,8 +17,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::contacts::{created, insert_contact, with_defaults, write_columns};
+use crate::contacts::{insert_contact, with_defaults, write_columns};
 use crate::odata::{odata_error, ColumnType, API_PATH};
+use crate::table::{created_many, not_an_object, Columns, Row, Target, CONTACTS};
 use crate::{Request, SimState};
 
 fn unauthorized() -> Response {
@@ -28,16 +29,6 @@ fn unauthorized() -> Response {
         HeaderValue::from_static("Bearer error=invalid_token, error_description=Error identified in Payload provided by the user for Authorization, authorization_uri=https://login.microsoftonline.com/common/oauth2/authorize"),
     );
     response
-}
-
-fn no_property(name: &str) -> Response {
-    odata_error(
-        400,
-        "0x80060888",
-        &format!(
-            "Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.contact'."
-        ),
-    )
 }
 
 pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
@@ -62,7 +53,8 @@ pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| state.identity.application_user_id.clone());
-    if let Some(response) = crate::registration::serve(state, method, path, params, body, &user) {
+    if let Some(response) = crate::registration::serve(state, &Request { path, ..*request }, &user)
+    {
         return response;
     }
     match (method, path) {
@@ -88,7 +80,14 @@ pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
             "OrganizationId": "00000000-0000-0000-0000-0000000000f1"
         }))
         .into_response(),
-        (&Method::GET, "contacts") => query_contacts(state, params, headers),
+        (&Method::GET, "contacts") => CONTACTS.query(
+            &state.base_url,
+            state.contacts.iter(),
+            params,
+            headers,
+            known(state),
+            |row, columns| project(state, row, columns),
+        ),
         (&Method::POST, "contacts") => create_contact(state, body, &user),
         (&Method::POST, "contacts/Microsoft.Dynamics.CRM.UpdateMultiple") => {
             update_multiple(state, body, &user)
@@ -114,158 +113,44 @@ pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
     }
 }
 
-fn select<'a>(
-    state: &SimState,
-    params: &'a HashMap<String, String>,
-) -> Result<Option<Vec<&'a str>>, Response> {
-    let Some(select) = params.get("$select") else {
-        return Ok(None);
-    };
-    let columns: Vec<&str> = select.split(',').map(str::trim).collect();
-    if let Some(unknown) = columns.iter().find(|c| !state.columns.contains_key(**c)) {
-        return Err(no_property(unknown));
-    }
-    Ok(Some(columns))
+fn known(state: &SimState) -> impl Fn(&str) -> bool + '_ {
+    |column| state.columns.contains_key(column)
 }
 
-fn project(state: &SimState, row: &Map<String, Value>, columns: &Option<Vec<&str>>) -> Value {
-    let mut out = Map::new();
-    out.insert(
-        "@odata.etag".into(),
-        json!(format!(
-            "W/\"{}\"",
-            row.get("versionnumber")
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-        )),
-    );
-    match columns {
-        Some(columns) => {
-            for column in columns {
-                out.insert(
-                    column.to_string(),
-                    row.get(*column).cloned().unwrap_or(Value::Null),
-                );
-            }
-            out.insert("contactid".into(), row["contactid"].clone());
-        }
-        None => {
-            for name in state.columns.keys() {
-                out.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
-            }
-        }
-    }
-    Value::Object(out)
-}
-
-/// Rows per page without `Prefer: odata.maxpagesize`, as Dataverse pages.
-const MAX_PAGE_SIZE: usize = 5000;
-
-fn query_contacts(
-    state: &SimState,
-    params: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Response {
-    let columns = match select(state, params) {
-        Ok(columns) => columns,
-        Err(response) => return response,
-    };
-    let query = match crate::query::Query::parse(params) {
-        Ok(query) => query,
-        Err(message) => return odata_error(400, "0x80060888", &message),
-    };
-    if let Some(unknown) = query.columns().find(|c| !state.columns.contains_key(*c)) {
-        return no_property(unknown);
-    }
-    let matches = query.apply(state.contacts.iter());
-    let context_columns = columns.as_ref().map(|c| c.join(",")).unwrap_or_default();
-    // Paging: `Prefer: odata.maxpagesize=N` (at most 5000), an opaque
-    // `$skiptoken` in `@odata.nextLink` to follow as given.
-    let requested = headers
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|p| {
-            p.split(',')
-                .find_map(|part| part.trim().strip_prefix("odata.maxpagesize="))
-                .and_then(|n| n.trim().parse::<usize>().ok())
-        });
-    let page_size = requested.unwrap_or(MAX_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
-    let start = match params.get("$skiptoken") {
-        None => 0,
-        Some(token) => match token
-            .strip_prefix("<cookie pagenumber=\"")
-            .and_then(|t| t.split('"').next())
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(page) => page.saturating_sub(1) * page_size,
-            None => return odata_error(400, "0x80060888", "The $skiptoken is not valid."),
-        },
-    };
-    let page: Vec<Value> = matches
-        .iter()
-        .skip(start)
-        .take(page_size)
-        .map(|row| project(state, row, &columns))
-        .collect();
-    let mut body = json!({
-        "@odata.context": format!("{}{API_PATH}/$metadata#contacts({context_columns})", state.base_url),
-        "value": page
+/// A contact as an answer carries it: with its row version as `@odata.etag`,
+/// and every column of the table unless `$select` names them.
+fn project(state: &SimState, row: &Row, columns: &Columns) -> Row {
+    let mut out = CONTACTS.project(row, columns, |row| {
+        state
+            .columns
+            .keys()
+            .map(|name| (name.clone(), row.get(name).cloned().unwrap_or(Value::Null)))
+            .collect()
     });
-    if start + page_size < matches.len() {
-        let mut query: Vec<(String, String)> = params
-            .iter()
-            .filter(|(k, _)| *k != "$skiptoken")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        query.sort();
-        let next_page = start / page_size + 2;
-        query.push((
-            "$skiptoken".into(),
-            format!("<cookie pagenumber=\"{next_page}\" istracking=\"False\" />"),
-        ));
-        let encoded: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(query)
-            .finish();
-        body["@odata.nextLink"] = json!(format!("{}{API_PATH}/contacts?{encoded}", state.base_url));
-    }
-    let mut response = axum::Json(body).into_response();
-    if let Some(size) = requested {
-        response.headers_mut().insert(
-            "Preference-Applied",
-            HeaderValue::from_str(&format!("odata.maxpagesize={size}")).expect("ascii"),
-        );
-    }
-    response
-}
-
-fn does_not_exist(id: &str) -> Response {
-    odata_error(
-        404,
-        "0x80040217",
-        &format!("contact With Id = {id} Does Not Exist"),
-    )
+    let version = row
+        .get("versionnumber")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    out.insert("@odata.etag".into(), json!(format!("W/\"{version}\"")));
+    out
 }
 
 fn get_contact(state: &mut SimState, id: &str, params: &HashMap<String, String>) -> Response {
     let at = state.contact_position(id);
-    let columns = match select(state, params) {
+    let columns = match CONTACTS.select(params, known(state)) {
         Ok(columns) => columns,
         Err(response) => return response,
     };
     match at {
         Some(at) => axum::Json(project(state, &state.contacts[at], &columns)).into_response(),
-        None => does_not_exist(id),
+        None => CONTACTS.does_not_exist(id),
     }
 }
 
 /// Checks a request body's columns against the table's types.
 fn validate(state: &SimState, body: &[u8]) -> Result<Map<String, Value>, Response> {
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
-        return Err(odata_error(
-            400,
-            "0x80040216",
-            "The request body is not a JSON object.",
-        ));
+        return Err(not_an_object("The request body"));
     };
     check_columns(state, &fields)?;
     Ok(fields)
@@ -357,7 +242,7 @@ fn update_contact(
             StatusCode::NO_CONTENT.into_response()
         }
         // `If-Match: *` forbids the upsert that PATCH would otherwise do.
-        None if headers.get(header::IF_MATCH).is_some() => does_not_exist(id),
+        None if headers.get(header::IF_MATCH).is_some() => CONTACTS.does_not_exist(id),
         None => {
             let mut row = fields.clone();
             row.insert("contactid".into(), json!(id));
@@ -379,68 +264,16 @@ fn create_contact(state: &mut SimState, body: &[u8], user: &str) -> Response {
         return refusal;
     }
     let id = insert_contact(state, &fields, user);
-    created(state, &id)
+    CONTACTS.created(&state.base_url, &id)
 }
 
-/// A bulk target: its primary key (when given) and its columns.
-type Target = (Option<String>, Map<String, Value>);
-
-/// The `Targets` of a bulk operation message: contact rows, each with its
-/// `@odata.type`, and with its primary key when `key_required`.
+/// The `Targets` of a bulk message, each with columns of the table.
 fn targets(state: &SimState, body: &[u8], key_required: bool) -> Result<Vec<Target>, Response> {
-    let targets = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(mut request)) => match request.remove("Targets") {
-            Some(Value::Array(targets)) if !targets.is_empty() => targets,
-            _ => {
-                return Err(odata_error(
-                    400,
-                    "0x80040203",
-                    "Required parameter 'Targets' is missing or empty.",
-                ))
-            }
-        },
-        _ => {
-            return Err(odata_error(
-                400,
-                "0x80040216",
-                "The request body is not a JSON object.",
-            ))
-        }
-    };
-    let mut rows = Vec::with_capacity(targets.len());
-    for target in targets {
-        let Value::Object(mut fields) = target else {
-            return Err(odata_error(
-                400,
-                "0x80040216",
-                "A target is not a JSON object.",
-            ));
-        };
-        match fields.remove("@odata.type") {
-            Some(Value::String(kind)) if kind == "Microsoft.Dynamics.CRM.contact" => {}
-            _ => {
-                return Err(odata_error(
-                    400,
-                    "0x80048d19",
-                    "Error identified in Payload provided by the user for Entity :'', For input string: '@odata.type'. Every target needs '@odata.type': 'Microsoft.Dynamics.CRM.contact'.",
-                ))
-            }
-        }
-        let id = match fields.remove("contactid") {
-            Some(Value::String(id)) => Some(id),
-            None | Some(Value::Null) if !key_required => None,
-            _ => {
-                return Err(odata_error(
-                    400,
-                    "0x80040203",
-                    "Required field 'contactid' is missing in a target: UpdateMultiple needs every record's primary key.",
-                ))
-            }
-        };
-        check_columns(state, &fields)?;
-        rows.push((id, fields));
+    let targets = CONTACTS.targets(body, key_required)?;
+    for (_, fields) in &targets {
+        check_columns(state, fields)?;
     }
-    Ok(rows)
+    Ok(targets)
 }
 
 /// `UpdateMultiple` on a standard table: every target exists and is valid,
@@ -455,7 +288,7 @@ fn update_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
         let id = id.as_deref().unwrap_or_default();
         match state.contact_position(id) {
             Some(at) => positions.push(at),
-            None => return does_not_exist(id),
+            None => return CONTACTS.does_not_exist(id),
         }
     }
     for ((id, mut fields), at) in rows.into_iter().zip(positions) {
@@ -507,9 +340,5 @@ fn create_multiple(state: &mut SimState, body: &[u8], user: &str) -> Response {
         crate::webhooks::contact_written(state, "Create", &id, &fields, user);
         ids.push(id);
     }
-    axum::Json(json!({
-        "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", state.base_url),
-        "Ids": ids
-    }))
-    .into_response()
+    created_many(&state.base_url, ids)
 }

@@ -195,7 +195,7 @@ pub fn patch(
             crate::contacts::insert_contact(state, &fields, user)
         }
     };
-    crate::contacts::created(state, &id)
+    crate::table::CONTACTS.created(&state.base_url, &id)
 }
 
 #[cfg(test)]

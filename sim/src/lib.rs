@@ -26,6 +26,7 @@ pub mod runtime_api;
 pub mod schema;
 pub mod serve;
 pub mod sqs;
+pub mod table;
 pub mod webhooks;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -550,15 +551,15 @@ impl Simulator {
         {
             let mut state = self.state();
             let body = body.to_string();
-            let response = registration::serve(
-                &mut state,
-                &method,
+            let request = Request {
+                method: &method,
                 path,
-                &std::collections::HashMap::new(),
-                body.as_bytes(),
-                user,
-            )
-            .ok_or_else(|| format!("{path} is not a table the simulator has"))?;
+                params: &HashMap::new(),
+                headers: &HeaderMap::new(),
+                body: body.as_bytes(),
+            };
+            let response = registration::serve(&mut state, &request, user)
+                .ok_or_else(|| format!("{path} is not a table the simulator has"))?;
             if !response.status().is_success() {
                 return Err(format!("the write was refused: {}", response.status()));
             }

@@ -8,19 +8,20 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::odata::{odata_error, API_PATH};
+use crate::odata::odata_error;
 pub use crate::schema::*;
-use crate::SimState;
+use crate::table::{created_many, not_an_object, Columns, Row, Schema};
+use crate::{Request, SimState};
 
 #[derive(Debug, Clone)]
 pub struct Table {
-    pub primary_key: &'static str,
+    pub schema: Schema,
     /// Columns a client may write (lookups through `@odata.bind`).
     pub writable: &'static [&'static str],
     /// Navigation property -> (lookup column, entity set it points to).
@@ -45,7 +46,11 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "sdkmessages",
         Table {
-            primary_key: "sdkmessageid",
+            schema: Schema {
+                entity: "sdkmessage",
+                set: "sdkmessages",
+                primary_key: "sdkmessageid",
+            },
             writable: &[],
             lookups: &[],
             rows: vec![
@@ -58,7 +63,11 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "sdkmessagefilters",
         Table {
-            primary_key: "sdkmessagefilterid",
+            schema: Schema {
+                entity: "sdkmessagefilter",
+                set: "sdkmessagefilters",
+                primary_key: "sdkmessagefilterid",
+            },
             writable: &[],
             lookups: &[],
             rows: vec![
@@ -98,7 +107,7 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "serviceendpoints",
         Table {
-            primary_key: "serviceendpointid",
+            schema: Schema { entity: "serviceendpoint", set: "serviceendpoints", primary_key: "serviceendpointid" },
             writable: &["name", "url", "contract", "authtype", "messageformat", "authvalue", "description", "namespaceaddress"],
             lookups: &[],
             rows: vec![row(json!({
@@ -114,7 +123,11 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "sdkmessageprocessingsteps",
         Table {
-            primary_key: "sdkmessageprocessingstepid",
+            schema: Schema {
+                entity: "sdkmessageprocessingstep",
+                set: "sdkmessageprocessingsteps",
+                primary_key: "sdkmessageprocessingstepid",
+            },
             writable: &[
                 "name",
                 "description",
@@ -154,7 +167,11 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "sdkmessageprocessingstepimages",
         Table {
-            primary_key: "sdkmessageprocessingstepimageid",
+            schema: Schema {
+                entity: "sdkmessageprocessingstepimage",
+                set: "sdkmessageprocessingstepimages",
+                primary_key: "sdkmessageprocessingstepimageid",
+            },
             writable: &[
                 "name",
                 "entityalias",
@@ -178,7 +195,7 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "msdynmkt_purposes",
         Table {
-            primary_key: "msdynmkt_purposeid",
+            schema: Schema { entity: "msdynmkt_purpose", set: "msdynmkt_purposes", primary_key: "msdynmkt_purposeid" },
             writable: &[],
             lookups: &[],
             rows: vec![
@@ -194,7 +211,7 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "msdynmkt_topics",
         Table {
-            primary_key: "msdynmkt_topicid",
+            schema: Schema { entity: "msdynmkt_topic", set: "msdynmkt_topics", primary_key: "msdynmkt_topicid" },
             writable: &[],
             lookups: &[],
             rows: vec![
@@ -206,7 +223,11 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         CONSENT_SET,
         Table {
-            primary_key: "msdynmkt_contactpointconsent4id",
+            schema: Schema {
+                entity: CONSENT_ENTITY,
+                set: CONSENT_SET,
+                primary_key: "msdynmkt_contactpointconsent4id",
+            },
             writable: &[
                 "msdynmkt_contactpointvalue",
                 "msdynmkt_contactpointtype",
@@ -238,7 +259,11 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables.insert(
         "asyncoperations",
         Table {
-            primary_key: "asyncoperationid",
+            schema: Schema {
+                entity: "asyncoperation",
+                set: "asyncoperations",
+                primary_key: "asyncoperationid",
+            },
             writable: &[],
             lookups: &[],
             rows: vec![],
@@ -247,72 +272,52 @@ pub fn standard_tables() -> BTreeMap<&'static str, Table> {
     tables
 }
 
-fn project(row: &Map<String, Value>, select: Option<&str>, primary_key: &str) -> Value {
-    let mut out = Map::new();
-    match select {
-        Some(select) => {
-            for column in select.split(',').map(str::trim) {
-                out.insert(
-                    column.to_string(),
-                    row.get(column).cloned().unwrap_or(Value::Null),
-                );
-            }
-            out.insert(primary_key.to_string(), row[primary_key].clone());
-        }
-        None => out = row.clone(),
-    }
+fn project(table: &Table, row: &Row, columns: &Columns) -> Row {
+    let mut out = table.schema.project(row, columns, Row::clone);
     // Dataverse never returns a service endpoint's key.
     out.remove("authvalue");
-    Value::Object(out)
+    out
 }
 
 fn bad_request(message: &str) -> Response {
     odata_error(400, "0x80040203", message)
 }
 
-fn columns_exist(table: &Table, select: &str) -> Result<(), Response> {
-    for column in select.split(',').map(str::trim) {
-        let known = column == table.primary_key
-            || table.writable.contains(&column)
-            || table.lookups.iter().any(|(_, lookup, _)| *lookup == column)
-            || table.rows.iter().any(|r| r.contains_key(column))
-            || matches!(
-                column,
-                "statecode"
-                    | "statuscode"
-                    | "createdon"
-                    | "modifiedon"
-                    | "completedon"
-                    | "message"
-                    | "friendlymessage"
-                    | "_owningextensionid_value"
-                    | "errorcode"
-                    | "name"
-                    | "operationtype"
-                    | "primaryobjecttypecode"
-                    | "_sdkmessageid_value"
-            );
-        if !known {
-            return Err(odata_error(
-                400,
-                "0x80060888",
-                &format!("Could not find a property named '{column}'."),
-            ));
-        }
-    }
-    Ok(())
+/// Whether the table has `column`: its key, what may be written, its
+/// lookups, what a row holds, and the system columns the tables share.
+fn known(table: &Table, column: &str) -> bool {
+    column == table.schema.primary_key
+        || table.writable.contains(&column)
+        || table.lookups.iter().any(|(_, lookup, _)| *lookup == column)
+        || table.rows.iter().any(|r| r.contains_key(column))
+        || matches!(
+            column,
+            "statecode"
+                | "statuscode"
+                | "createdon"
+                | "modifiedon"
+                | "completedon"
+                | "message"
+                | "friendlymessage"
+                | "_owningextensionid_value"
+                | "errorcode"
+                | "name"
+                | "operationtype"
+                | "primaryobjecttypecode"
+                | "_sdkmessageid_value"
+        )
 }
 
 /// Serves `entity_set` or `entity_set(id)`; `None` when it is not a
 /// registration table.
-pub fn serve(
-    state: &mut SimState,
-    method: &Method,
-    path: &str,
-    params: &HashMap<String, String>,
-    body: &[u8],
-    user: &str,
-) -> Option<Response> {
+pub fn serve(state: &mut SimState, request: &Request<'_>, user: &str) -> Option<Response> {
+    let Request {
+        method,
+        path,
+        params,
+        headers,
+        body,
+    } = *request;
     if let Some((set, message)) = path.split_once("/Microsoft.Dynamics.CRM.") {
         if set == CONSENT_SET && method == Method::POST {
             return Some(bulk(state, set, message, body, user));
@@ -323,18 +328,27 @@ pub fn serve(
         None => (path, None),
     };
     let table = state.tables.get(set)?;
-    let primary_key = table.primary_key;
     Some(match (method, id) {
-        (&Method::GET, None) => query(state, set, params),
-        (&Method::GET, Some(id)) => match find(&state.tables[set], &id) {
-            Some(index) => axum::Json(project(
-                &state.tables[set].rows[index],
-                params.get("$select").map(String::as_str),
-                primary_key,
-            ))
-            .into_response(),
-            None => does_not_exist(set, &id),
-        },
+        (&Method::GET, None) => table.schema.query(
+            &state.base_url,
+            table.rows.iter(),
+            params,
+            headers,
+            |column| known(table, column),
+            |row, columns| project(table, row, columns),
+        ),
+        (&Method::GET, Some(id)) => {
+            match (
+                find(table, &id),
+                table.schema.select(params, |c| known(table, c)),
+            ) {
+                (_, Err(response)) => response,
+                (Some(index), Ok(columns)) => {
+                    axum::Json(project(table, &table.rows[index], &columns)).into_response()
+                }
+                (None, Ok(_)) => table.schema.does_not_exist(&id),
+            }
+        }
         (&Method::POST, None) => create(state, set, body, user),
         (&Method::PATCH, Some(id)) => update(state, set, &id, body, user),
         (&Method::DELETE, Some(id)) => delete(state, set, &id),
@@ -370,51 +384,27 @@ fn bulk(state: &mut SimState, set: &str, message: &str, body: &[u8], user: &str)
             )
         }
     };
-    let targets = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(mut request)) => match request.remove("Targets") {
-            Some(Value::Array(targets)) if !targets.is_empty() => targets,
-            _ => return bad_request("Required parameter 'Targets' is missing or empty."),
-        },
-        _ => return bad_request("The request body is not a JSON object."),
+    let schema = state.tables[set].schema;
+    let targets = match schema.targets(body, update) {
+        Ok(targets) => targets,
+        Err(response) => return response,
     };
-    let primary_key = state.tables[set].primary_key;
-    let odata_type = format!("Microsoft.Dynamics.CRM.{CONSENT_ENTITY}");
     let mut rows: Vec<BulkRow> = Vec::new();
-    for target in targets {
-        let Value::Object(mut target) = target else {
-            return bad_request("A target is not a JSON object.");
-        };
-        if target
-            .remove("@odata.type")
-            .as_ref()
-            .and_then(Value::as_str)
-            != Some(odata_type.as_str())
-        {
-            return bad_request(&format!(
-                "Every target needs '@odata.type': '{odata_type}'."
-            ));
-        }
-        let id = target
-            .remove(primary_key)
-            .and_then(|v| v.as_str().map(str::to_string));
+    for (id, target) in targets {
         let sent = match fields_of(state, set, target) {
             Ok(fields) => fields,
             Err(response) => return response,
         };
         let (index, id, mut row) = match (update, id) {
-            (true, None) => {
-                return bad_request(&format!(
-                    "Required field '{primary_key}' is missing in a target: UpdateMultiple needs every record's primary key."
-                ))
-            }
+            (true, None) => unreachable!("the targets of an update carry their key"),
             (true, Some(id)) => match find(&state.tables[set], &id) {
                 Some(index) => (Some(index), id, state.tables[set].rows[index].clone()),
-                None => return does_not_exist(set, &id),
+                None => return schema.does_not_exist(&id),
             },
             (false, id) => {
                 let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 let mut row = Map::new();
-                row.insert(primary_key.into(), json!(id));
+                row.insert(schema.primary_key.into(), json!(id));
                 row.insert("statecode".into(), json!(0));
                 row.insert("statuscode".into(), json!(1));
                 row.insert("msdynmkt_value".into(), json!(534_120_000));
@@ -442,11 +432,7 @@ fn bulk(state: &mut SimState, set: &str, message: &str, body: &[u8], user: &str)
     if update {
         StatusCode::NO_CONTENT.into_response()
     } else {
-        axum::Json(json!({
-            "@odata.context": format!("{}{API_PATH}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", state.base_url),
-            "Ids": ids
-        }))
-        .into_response()
+        created_many(&state.base_url, ids)
     }
 }
 
@@ -459,47 +445,16 @@ fn text_of(row: &Map<String, Value>, column: &str) -> String {
 
 fn find(table: &Table, id: &str) -> Option<usize> {
     table.rows.iter().position(|r| {
-        r.get(table.primary_key)
+        r.get(table.schema.primary_key)
             .and_then(Value::as_str)
             .is_some_and(|v| v.eq_ignore_ascii_case(id))
     })
 }
 
-fn does_not_exist(set: &str, id: &str) -> Response {
-    odata_error(
-        404,
-        "0x80040217",
-        &format!(
-            "{} With Id = {id} Does Not Exist",
-            set.trim_end_matches('s')
-        ),
-    )
-}
-
-fn query(state: &SimState, set: &str, params: &HashMap<String, String>) -> Response {
-    let table = &state.tables[set];
-    if let Some(select) = params.get("$select") {
-        if let Err(response) = columns_exist(table, select) {
-            return response;
-        }
-    }
-    let query = match crate::query::Query::parse(params) {
-        Ok(query) => query,
-        Err(message) => return odata_error(400, "0x80060888", &message),
-    };
-    let rows = query.apply(table.rows.iter());
-    let select = params.get("$select").map(String::as_str);
-    axum::Json(json!({
-        "@odata.context": format!("{}{API_PATH}/$metadata#{set}", state.base_url),
-        "value": rows.iter().map(|row| project(row, select, table.primary_key)).collect::<Vec<_>>()
-    }))
-    .into_response()
-}
-
 /// The body's columns, with `@odata.bind` lookups resolved to their columns.
 fn fields(state: &SimState, set: &str, body: &[u8]) -> Result<Map<String, Value>, Response> {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return Err(bad_request("The request body is not a JSON object."));
+        return Err(not_an_object("The request body"));
     };
     fields_of(state, set, body)
 }
@@ -533,7 +488,7 @@ fn fields_of(
                 )));
             };
             if find(&state.tables[target], id).is_none() {
-                return Err(does_not_exist(target, id));
+                return Err(state.tables[target].schema.does_not_exist(id));
             }
             fields.insert(column.to_string(), json!(id));
         } else if table.writable.contains(&name.as_str()) {
@@ -624,9 +579,9 @@ fn create(state: &mut SimState, set: &str, body: &[u8], user: &str) -> Response 
             &format!("Rows of {set} cannot be created."),
         );
     }
-    let primary_key = state.tables[set].primary_key;
+    let schema = state.tables[set].schema;
     let id = uuid::Uuid::new_v4().to_string();
-    row.insert(primary_key.into(), json!(id));
+    row.insert(schema.primary_key.into(), json!(id));
     if set == "sdkmessageprocessingsteps" || set == CONSENT_SET {
         row.entry("statecode").or_insert(json!(0));
         row.entry("statuscode").or_insert(json!(1));
@@ -647,13 +602,7 @@ fn create(state: &mut SimState, set: &str, body: &[u8], user: &str) -> Response 
     if set == CONSENT_SET {
         crate::webhooks::row_written(state, CONSENT_ENTITY, "Create", &id, &row, &sent, user);
     }
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let entity_id = format!("{}{API_PATH}/{set}({id})", state.base_url);
-    response.headers_mut().insert(
-        "OData-EntityId",
-        HeaderValue::from_str(&entity_id).expect("ascii"),
-    );
-    response
+    schema.created(&state.base_url, &id)
 }
 
 fn update(state: &mut SimState, set: &str, id: &str, body: &[u8], user: &str) -> Response {
@@ -662,7 +611,7 @@ fn update(state: &mut SimState, set: &str, id: &str, body: &[u8], user: &str) ->
         Err(response) => return response,
     };
     let Some(index) = find(&state.tables[set], id) else {
-        return does_not_exist(set, id);
+        return state.tables[set].schema.does_not_exist(id);
     };
     let mut row = state.tables[set].rows[index].clone();
     row.extend(fields.clone());
@@ -674,7 +623,7 @@ fn update(state: &mut SimState, set: &str, id: &str, body: &[u8], user: &str) ->
     }
     state.tables.get_mut(set).expect("known").rows[index] = row.clone();
     if set == CONSENT_SET {
-        let id = text_of(&row, state.tables[set].primary_key);
+        let id = text_of(&row, state.tables[set].schema.primary_key);
         crate::webhooks::row_written(state, CONSENT_ENTITY, "Update", &id, &row, &fields, user);
     }
     StatusCode::NO_CONTENT.into_response()
@@ -682,7 +631,7 @@ fn update(state: &mut SimState, set: &str, id: &str, body: &[u8], user: &str) ->
 
 fn delete(state: &mut SimState, set: &str, id: &str) -> Response {
     let Some(index) = find(&state.tables[set], id) else {
-        return does_not_exist(set, id);
+        return state.tables[set].schema.does_not_exist(id);
     };
     let references = |table: &str, column: &str| {
         state.tables[table]
