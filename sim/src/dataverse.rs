@@ -32,14 +32,7 @@ fn unauthorized() -> Response {
 }
 
 pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
-    let Request {
-        method,
-        path,
-        params,
-        headers,
-        body,
-    } = request;
-    let (method, path, headers, body) = (*method, *path, *headers, *body);
+    let (method, path, params, headers, body) = request.parts();
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -101,14 +101,7 @@ fn jwt(lifetime: u64) -> String {
 }
 
 pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
-    let Request {
-        method,
-        path,
-        params,
-        headers,
-        body,
-    } = request;
-    let (method, path, headers, body) = (*method, *path, *headers, *body);
+    let (method, path, params, headers, body) = request.parts();
     if (method, path) == (&Method::POST, "/sessions") {
         return session(state, body);
     }

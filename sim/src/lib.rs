@@ -142,12 +142,27 @@ pub struct DidomiState {
 
 /// One HTTP request as a simulated service reads it: the path below the
 /// service's root and the query's parameters.
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub params: &'a HashMap<String, String>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+}
+
+type Parts<'a> = (
+    &'a Method,
+    &'a str,
+    &'a HashMap<String, String>,
+    &'a HeaderMap,
+    &'a [u8],
+);
+
+impl<'a> Request<'a> {
+    pub fn parts(&self) -> Parts<'a> {
+        (self.method, self.path, self.params, self.headers, self.body)
+    }
 }
 
 #[derive(Debug, Default)]

@@ -311,13 +311,7 @@ fn known(table: &Table, column: &str) -> bool {
 /// Serves `entity_set` or `entity_set(id)`; `None` when it is not a
 /// registration table.
 pub fn serve(state: &mut SimState, request: &Request<'_>, user: &str) -> Option<Response> {
-    let Request {
-        method,
-        path,
-        params,
-        headers,
-        body,
-    } = *request;
+    let (method, path, params, headers, body) = request.parts();
     if let Some((set, message)) = path.split_once("/Microsoft.Dynamics.CRM.") {
         if set == CONSENT_SET && method == Method::POST {
             return Some(bulk(state, set, message, body, user));

@@ -40,11 +40,13 @@ impl DidomiToDynamics {
             setup: Setup::new(source, ttl),
         }
     }
+}
 
+impl crate::invocation::Function for DidomiToDynamics {
     /// Handles one HTTP request. A configuration that cannot be loaded fails
     /// the invocation itself (`Err`), so that it shows as a function error
     /// naming the field; every other failure is an HTTP answer.
-    pub async fn handle(
+    async fn handle(
         &self,
         request: &ApiGatewayV2httpRequest,
         deadline: Deadline,
@@ -145,16 +147,6 @@ impl DidomiToDynamics {
                 ))
             }
         }
-    }
-}
-
-impl crate::invocation::Function for DidomiToDynamics {
-    async fn handle(
-        &self,
-        request: &ApiGatewayV2httpRequest,
-        deadline: Deadline,
-    ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
-        DidomiToDynamics::handle(self, request, deadline).await
     }
 
     fn setup(&self) -> &Setup {

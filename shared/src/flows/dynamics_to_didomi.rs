@@ -90,10 +90,36 @@ impl DynamicsToDidomi {
         }
     }
 
+    /// The integration's own Dataverse user, asked once per warm function
+    /// and set of credentials.
+    async fn own_user_id(
+        &self,
+        config: &Config,
+        deadline: Deadline,
+    ) -> Result<String, DataverseError> {
+        let key = dataverse_token_key(&config.dataverse);
+        let mut slot = self.own_user.lock().await;
+        if let Some((cached_key, id)) = slot.as_ref() {
+            if *cached_key == key {
+                return Ok(id.clone());
+            }
+        }
+        let id = self
+            .setup
+            .dataverse
+            .session(config, deadline)
+            .who_am_i()
+            .await?;
+        *slot = Some((key, id.clone()));
+        Ok(id)
+    }
+}
+
+impl crate::invocation::Function for DynamicsToDidomi {
     /// Handles one HTTP request. A configuration that cannot be loaded (or
     /// lacks `dynamics_webhook_key`) fails the invocation itself, naming the
     /// field; every other failure is an HTTP answer.
-    pub async fn handle(
+    async fn handle(
         &self,
         request: &ApiGatewayV2httpRequest,
         deadline: Deadline,
@@ -206,40 +232,6 @@ impl DynamicsToDidomi {
                 ))
             }
         }
-    }
-
-    /// The integration's own Dataverse user, asked once per warm function
-    /// and set of credentials.
-    async fn own_user_id(
-        &self,
-        config: &Config,
-        deadline: Deadline,
-    ) -> Result<String, DataverseError> {
-        let key = dataverse_token_key(&config.dataverse);
-        let mut slot = self.own_user.lock().await;
-        if let Some((cached_key, id)) = slot.as_ref() {
-            if *cached_key == key {
-                return Ok(id.clone());
-            }
-        }
-        let id = self
-            .setup
-            .dataverse
-            .session(config, deadline)
-            .who_am_i()
-            .await?;
-        *slot = Some((key, id.clone()));
-        Ok(id)
-    }
-}
-
-impl crate::invocation::Function for DynamicsToDidomi {
-    async fn handle(
-        &self,
-        request: &ApiGatewayV2httpRequest,
-        deadline: Deadline,
-    ) -> Result<ApiGatewayV2httpResponse, ConfigError> {
-        DynamicsToDidomi::handle(self, request, deadline).await
     }
 
     fn setup(&self) -> &Setup {
