@@ -33,9 +33,11 @@ impl AccessToken {
 
 /// One cached token, tied to the credentials it was issued for: a changed
 /// secret (rotated client secret, other tenant) gets a new token at once.
-#[derive(Debug, Default)]
+/// Clones share the token: a client derived with another retry policy
+/// does not ask for a second one.
+#[derive(Debug, Default, Clone)]
 pub struct TokenCache {
-    slot: Mutex<Option<(u64, AccessToken)>>,
+    slot: std::sync::Arc<Mutex<Option<(u64, AccessToken)>>>,
 }
 
 /// A fingerprint of the credentials, kept in memory only.

@@ -180,6 +180,17 @@ impl DataverseClient {
         }
     }
 
+    /// This client's connections, token and pacing, retried by `policy`.
+    pub(crate) fn with_policy(&self, policy: RetryPolicy) -> Self {
+        DataverseClient {
+            http: self.http.clone(),
+            tokens: self.tokens.clone(),
+            policy,
+            pacing: self.pacing.clone(),
+            unique_key: Default::default(),
+        }
+    }
+
     pub fn session<'a>(&'a self, config: &'a Config, deadline: Deadline) -> Dataverse<'a> {
         Dataverse {
             client: self,

@@ -155,6 +155,15 @@ impl DidomiClient {
         }
     }
 
+    /// This client's connections and session, retried by `policy`.
+    pub(crate) fn with_policy(&self, policy: RetryPolicy) -> Self {
+        DidomiClient {
+            http: self.http.clone(),
+            sessions: self.sessions.clone(),
+            policy,
+        }
+    }
+
     pub fn session<'a>(&'a self, config: &'a Config, deadline: Deadline) -> Didomi<'a> {
         Didomi {
             client: self,

@@ -230,17 +230,31 @@ fn all_entries(section: &ContactPointConsent) -> impl Iterator<Item = Entry> {
 }
 
 impl Reconcile {
+    /// A run with clients of its own (the CLI).
     pub fn new(config: &Config, options: Options) -> Result<Self, ReconcileError> {
+        let http = crate::http_client();
+        let dataverse = DataverseClient::new(http.clone(), RetryPolicy::default());
+        let didomi = DidomiClient::new(http, RetryPolicy::default());
+        Self::with_clients(config, options, &dataverse, &didomi)
+    }
+
+    /// A run on the connections, token and Didomi session of clients the
+    /// caller already holds (the watch), retried more patiently.
+    pub fn with_clients(
+        config: &Config,
+        options: Options,
+        dataverse: &DataverseClient,
+        didomi: &DidomiClient,
+    ) -> Result<Self, ReconcileError> {
         let batch_size = options.batch_size.unwrap_or(writes::DEFAULT_BATCH_SIZE);
         if !(1..=writes::MAX_BATCH_SIZE).contains(&batch_size) {
             return Err(ReconcileError::BatchSize);
         }
-        let http = crate::http_client();
         Ok(Reconcile {
             config: Arc::new(config.clone()),
             options,
-            dataverse: Arc::new(DataverseClient::new(http.clone(), patient_policy())),
-            didomi: DidomiClient::new(http, patient_policy()),
+            dataverse: Arc::new(dataverse.with_policy(patient_policy())),
+            didomi: didomi.with_policy(patient_policy()),
             counts: Arc::default(),
             tally: Tally::default(),
         })
@@ -506,10 +520,7 @@ impl Reconcile {
         }
 
         // Events follow the functions' own retry rules.
-        let events_client = Arc::new(DidomiClient::new(
-            crate::http_client(),
-            RetryPolicy::default(),
-        ));
+        let events_client = Arc::new(self.didomi.with_policy(RetryPolicy::default()));
         let mut events = EventSender::new(config.clone(), events_client, self.counts.clone());
         let mut sent_addresses: std::collections::HashSet<String> = Default::default();
         let mut link: Option<String> = None;

@@ -294,7 +294,9 @@ pub async fn run(
     let since = now_seconds() - WINDOW.as_secs() as i64;
     registration_health(config, clients, settings, deadline, since, &mut report).await;
     match &settings.export {
-        Some(export) => drift_from_export(config, export, settings, deadline, &mut report).await,
+        Some(export) => {
+            drift_from_export(config, clients, export, settings, deadline, &mut report).await
+        }
         None => {
             sample::drift_of_recent_contacts(
                 config,
@@ -346,6 +348,7 @@ async fn registration_health(
 /// contacts: a reconcile from Didomi, applied when repairing.
 async fn drift_from_export(
     config: &Config,
+    clients: &Clients,
     export: &Export,
     settings: &Settings,
     deadline: Deadline,
@@ -357,13 +360,14 @@ async fn drift_from_export(
         deadline,
         ..Options::new(Truth::Didomi, settings.repair)
     };
-    let reconcile = match Reconcile::new(config, options) {
-        Ok(reconcile) => reconcile,
-        Err(e) => {
-            report.unchecked.push(e.to_string());
-            return;
-        }
-    };
+    let reconcile =
+        match Reconcile::with_clients(config, options, &clients.dataverse, &clients.didomi) {
+            Ok(reconcile) => reconcile,
+            Err(e) => {
+                report.unchecked.push(e.to_string());
+                return;
+            }
+        };
     let counts = reconcile.counts();
     let budget = deadline.remaining().saturating_sub(REPORT_RESERVE);
     match tokio::time::timeout(budget, reconcile.run()).await {
