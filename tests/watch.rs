@@ -13,7 +13,7 @@ use consent_sync_cli::reconcile::{run, Options, Truth};
 use consent_sync_sim::runtime_api::Invocation;
 use consent_sync_sim::Simulator;
 use consent_sync_tests::export::{self, TempDir};
-use consent_sync_tests::lambda::{Deployment, FunctionProcess};
+use consent_sync_tests::lambda::Deployment;
 use serde_json::{json, Value};
 
 const USERS: usize = 2000;
@@ -417,17 +417,18 @@ async fn the_watch_finds_recent_drift_a_removed_step_and_failed_jobs_and_repairs
     );
 
     // The same run with repair, as the function runs with WATCH_REPAIR.
-    let repairing = FunctionProcess::start_binary(
-        "consent-watch",
-        &deployment.runtime,
-        &[
-            ("CONFIG_SECRET_ID", "consent-sync/config"),
-            ("AWS_ENDPOINT_URL", deployment.proxy.url.as_str()),
-            ("WATCH_REPAIR", "from-didomi"),
-        ],
-    );
-    let detecting = std::mem::replace(&mut deployment.function, repairing);
-    let logs = detecting.stop();
+    let proxy = deployment.proxy.url.clone();
+    let logs = deployment
+        .redeploy(
+            "consent-watch",
+            &[
+                ("CONFIG_SECRET_ID", "consent-sync/config"),
+                ("AWS_ENDPOINT_URL", proxy.as_str()),
+                ("WATCH_REPAIR", "from-didomi"),
+            ],
+        )
+        .await;
+    let sim = &deployment.sim;
     let report = watch_once(&deployment).await;
     assert_eq!(report["ContactsRepaired"], 3, "{report}");
     for id in &ids[..3] {

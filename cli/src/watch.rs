@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use consent_sync::didomi::export::Export;
-use consent_sync::watch::{self, Clients, Settings, MAX_SAMPLE};
+use consent_sync::watch::{self, Clients, Settings};
 use consent_sync::{Config, Deadline};
 
 use crate::error::CliError;
@@ -22,11 +22,8 @@ pub async fn run(
     sample: usize,
     name: String,
 ) -> Result<Report, CliError> {
-    if !(1..=MAX_SAMPLE).contains(&sample) {
-        return Err(CliError::Usage(format!(
-            "--sample must be from 1 to {MAX_SAMPLE}"
-        )));
-    }
+    let sample = watch::sample_size(sample)
+        .map_err(|reason| CliError::Usage(format!("--sample {reason}")))?;
     let export = didomi_export
         .filter(|s| !s.trim().is_empty())
         .map(|source| Export::parse(&source, role_arn))

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +50,17 @@ struct Shared {
     init_error: Arc<Mutex<Option<Invocation>>>,
     /// When the function first asked for an event: the end of its init.
     first_poll: Arc<std::sync::OnceLock<std::time::Instant>>,
+    /// Requests for the next event still waiting for one.
+    polls: Arc<AtomicUsize>,
+}
+
+/// Counts a waiting `next` until it is answered or its connection is gone.
+struct Poll(Arc<AtomicUsize>);
+
+impl Drop for Poll {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct RuntimeApi {
@@ -79,9 +91,12 @@ fn error_of(body: &[u8]) -> (String, String) {
 
 async fn next(State(shared): State<Shared>) -> Response {
     shared.first_poll.get_or_init(std::time::Instant::now);
+    shared.polls.fetch_add(1, Ordering::SeqCst);
+    let poll = Poll(shared.polls.clone());
     let Some(queued) = shared.queue.lock().await.recv().await else {
         return StatusCode::GONE.into_response();
     };
+    drop(poll);
     let mut response = axum::Json(queued.event).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -165,6 +180,7 @@ impl RuntimeApi {
             waiting: Arc::default(),
             init_error: Arc::default(),
             first_poll: Arc::default(),
+            polls: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
@@ -184,6 +200,20 @@ impl RuntimeApi {
             shared,
             server,
         })
+    }
+
+    /// Waits until no request for the next event is pending: after a function
+    /// process is stopped, its last poll may linger until the server sees
+    /// the connection closed, and an event handed to it would be lost.
+    pub async fn wait_until_unpolled(&self, at_most: Duration) -> bool {
+        let until = std::time::Instant::now() + at_most;
+        while self.shared.polls.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// When the function first polled for an event, i.e. finished its init.

@@ -95,6 +95,10 @@ impl FunctionProcess {
 
     /// Stops the process and returns what it logged.
     pub fn stop(mut self) -> String {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let logs = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -215,6 +219,22 @@ impl Deployment {
     /// Stops everything and returns what the function logged.
     pub fn stop(self) -> String {
         self.function.stop()
+    }
+
+    /// Replaces the function process with `name` started with `env`, as a
+    /// redeployment does; what the stopped one logged. The new process
+    /// starts only once the runtime holds no poll of the old one, so that
+    /// the next event cannot go to a process that is gone.
+    pub async fn redeploy(&mut self, name: &str, env: &[(&str, &str)]) -> String {
+        let logs = self.function.halt();
+        assert!(
+            self.runtime
+                .wait_until_unpolled(Duration::from_secs(10))
+                .await,
+            "the stopped function's poll is still open"
+        );
+        self.function = FunctionProcess::start_binary(name, &self.runtime, env);
+        logs
     }
 }
 

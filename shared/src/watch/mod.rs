@@ -36,7 +36,21 @@ pub const WATCH_REPAIR: &str = "WATCH_REPAIR";
 pub const DEFAULT_SAMPLE: usize = 2000;
 /// The most contacts one run samples: one page of Dataverse's, and what 16
 /// Didomi lookups at a time get through well inside Lambda's 15 minutes.
-pub const MAX_SAMPLE: usize = 5000;
+pub(crate) const MAX_SAMPLE: usize = 5000;
+
+/// `n` when one run can sample that many contacts (`WATCH_SAMPLE`,
+/// `--sample`).
+pub fn sample_size(n: usize) -> Result<usize, String> {
+    if (1..=MAX_SAMPLE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(sample_range())
+    }
+}
+
+fn sample_range() -> String {
+    format!("must be a whole number of contacts from 1 to {MAX_SAMPLE}")
+}
 
 /// The window of "recently": failed jobs and modified contacts.
 const WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -95,12 +109,12 @@ impl Settings {
             Some(n) => n
                 .trim()
                 .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_SAMPLE).contains(n))
-                .ok_or_else(|| ConfigError::Environment {
+                .map_err(|_| sample_range())
+                .and_then(sample_size)
+                .map_err(|reason| ConfigError::Environment {
                     name: WATCH_SAMPLE,
                     reason: format!(
-                        "must be a whole number of contacts from 1 to {MAX_SAMPLE}, not {}",
+                        "{reason}, not {}",
                         crate::input::cut_quoted(&format!("{n:?}"))
                     ),
                 })?,

@@ -101,7 +101,7 @@ impl Export {
                 // Keys are paths: the directory itself is the prefix, so that
                 // a partition is recognised by its last folder on disk too.
                 let prefix = dir.to_string_lossy().trim_end_matches('/').to_string();
-                Ok((Store::Local(PathBuf::new()), prefix))
+                Ok((Store::Local, prefix))
             }
             Location::S3 { bucket, prefix } => {
                 let aws = crate::tls::aws_sdk_config().await;

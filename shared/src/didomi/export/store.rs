@@ -3,15 +3,19 @@
 //! (the gzip decoder runs on a blocking thread either way).
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::Path;
 
 use aws_sdk_s3::Client;
 
 use super::ExportError;
 
 pub(crate) enum Store {
-    Local(PathBuf),
-    S3 { client: Client, bucket: String },
+    /// Keys are paths on this machine.
+    Local,
+    S3 {
+        client: Client,
+        bucket: String,
+    },
 }
 
 /// `a/b/` + `c` without doubled or missing slashes.
@@ -27,9 +31,9 @@ impl Store {
     /// The names of the folders directly under `prefix`.
     pub(crate) async fn folders(&self, prefix: &str) -> Result<Vec<String>, ExportError> {
         match self {
-            Store::Local(root) => {
-                let dir = root.join(prefix);
-                let entries = std::fs::read_dir(&dir).map_err(|e| ExportError::Read {
+            Store::Local => {
+                let dir = Path::new(prefix);
+                let entries = std::fs::read_dir(dir).map_err(|e| ExportError::Read {
                     what: dir.display().to_string(),
                     reason: e.to_string(),
                 })?;
@@ -70,7 +74,7 @@ impl Store {
     /// Whether the file `key` exists.
     pub async fn exists(&self, key: &str) -> Result<bool, ExportError> {
         match self {
-            Store::Local(root) => Ok(root.join(key).is_file()),
+            Store::Local => Ok(Path::new(key).is_file()),
             Store::S3 { client, bucket } => {
                 let answer = client
                     .list_objects_v2()
@@ -90,11 +94,11 @@ impl Store {
     pub async fn files(&self, prefix: &str, suffix: &str) -> Result<Vec<String>, ExportError> {
         let mut keys = Vec::new();
         match self {
-            Store::Local(root) => {
+            Store::Local => {
                 let mut folders = vec![prefix.to_string()];
                 while let Some(folder) = folders.pop() {
-                    let dir = root.join(&folder);
-                    let entries = match std::fs::read_dir(&dir) {
+                    let dir = Path::new(&folder);
+                    let entries = match std::fs::read_dir(dir) {
                         Ok(entries) => entries,
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => {
@@ -144,9 +148,9 @@ impl Store {
     /// The file `key`, to be read on a blocking thread.
     pub(crate) async fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, ExportError> {
         match self {
-            Store::Local(root) => {
-                let path = root.join(key);
-                let file = std::fs::File::open(&path).map_err(|e| ExportError::Read {
+            Store::Local => {
+                let path = Path::new(key);
+                let file = std::fs::File::open(path).map_err(|e| ExportError::Read {
                     what: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
@@ -170,7 +174,7 @@ impl Store {
     /// How a file is named in messages.
     pub(crate) fn describe(&self, key: &str) -> String {
         match self {
-            Store::Local(root) => root.join(key).display().to_string(),
+            Store::Local => key.to_string(),
             Store::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
         }
     }
