@@ -6,6 +6,7 @@
 use consent_sync::dataverse::registration::RegistrationError;
 use consent_sync::dataverse::DataverseError;
 use consent_sync::didomi::export::ExportError;
+use consent_sync::didomi::DidomiError;
 use consent_sync::reconcile::ReconcileError;
 use consent_sync::ConfigError;
 
@@ -31,6 +32,15 @@ pub enum CliError {
         what: &'static str,
         source: DataverseError,
     },
+    /// A Didomi read the command needed before it could start.
+    #[error("{what}: {source}")]
+    Didomi {
+        what: &'static str,
+        source: DidomiError,
+    },
+    /// A customization of the environment that Dataverse refused.
+    #[error("{0}")]
+    Customization(String),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
     #[error(transparent)]

@@ -4,6 +4,7 @@
 pub mod check;
 pub mod error;
 pub mod event_source;
+pub mod init;
 pub mod local;
 pub mod reconcile;
 pub mod replay;
@@ -23,7 +24,13 @@ pub const COMMAND_BUDGET: Duration = Duration::from_secs(120);
 /// The configuration the command works with: `--config FILE`, else the
 /// secret named by `CONFIG_SECRET_ID`.
 pub async fn load_config(path: Option<&PathBuf>) -> Result<Config, CliError> {
-    let source = match path {
+    Ok(config_source(path).await?.load().await?)
+}
+
+/// Where the configuration is: `--config FILE`, else the secret named by
+/// `CONFIG_SECRET_ID`.
+pub async fn config_source(path: Option<&PathBuf>) -> Result<ConfigSource, CliError> {
+    Ok(match path {
         Some(path) => ConfigSource::File(path.clone()),
         None => {
             if std::env::var(consent_sync::config_source::CONFIG_SECRET_ID)
@@ -33,8 +40,7 @@ pub async fn load_config(path: Option<&PathBuf>) -> Result<Config, CliError> {
             }
             ConfigSource::from_env().await?
         }
-    };
-    Ok(source.load().await?)
+    })
 }
 
 pub fn deadline() -> Deadline {

@@ -46,6 +46,28 @@ enum Command {
         #[arg(long)]
         serve: bool,
     },
+    /// The first day: builds `mappings` from Didomi's purposes and the
+    /// contact table's columns. Shows the plan and changes nothing unless
+    /// --write is given.
+    Init {
+        /// The solution publisher's prefix of new columns (`{prefix}_{purpose id}`).
+        #[arg(long, value_name = "P", default_value = consent_sync::setup::DEFAULT_PREFIX, value_parser = consent_sync::setup::Prefix::parse)]
+        prefix: consent_sync::setup::Prefix,
+        /// With --write: create the Yes/No columns that are missing, then publish.
+        #[arg(long)]
+        create_columns: bool,
+        /// With --write and upsert_mode: define the alternate key on
+        /// contact_key, so that a new person's contact is created once.
+        #[arg(long)]
+        create_key: bool,
+        /// Apply the plan: create what is asked, then write the mappings
+        /// back where the configuration came from (only `mappings` changes).
+        #[arg(long)]
+        write: bool,
+        /// Do not ask before changing anything (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// The Dataverse webhook that sends contact changes to dynamics-to-didomi.
     Webhook {
         #[command(subcommand)]
@@ -214,6 +236,27 @@ async fn main() -> ExitCode {
                 eprintln!("consent-sync: {reason}");
             }
             result.is_ok()
+        }
+        Command::Init {
+            prefix,
+            create_columns,
+            create_key,
+            write,
+            yes,
+        } => {
+            let options = consent_sync_cli::init::Options {
+                prefix,
+                create_columns,
+                create_key,
+                write,
+                yes,
+                json: cli.json,
+            };
+            let result = match consent_sync_cli::config_source(cli.config.as_ref()).await {
+                Ok(source) => consent_sync_cli::init::run(source, options).await,
+                Err(e) => Err(e),
+            };
+            report::print(result, cli.json)
         }
         Command::Webhook { command } => {
             let result = with_config(cli.config.as_ref(), |config| async move {

@@ -88,6 +88,8 @@ pub enum ConfigError {
     Environment { name: &'static str, reason: String },
     #[error("could not read the configuration secret `{secret_id}`: {reason}")]
     Unreadable { secret_id: String, reason: String },
+    #[error("could not write the configuration back to `{secret_id}`: {reason}")]
+    Unwritable { secret_id: String, reason: String },
 }
 
 const SECRET_FIELDS: [&str; 5] = [
@@ -248,22 +250,33 @@ fn contact_key(raw: Option<String>) -> Result<String, ConfigError> {
     Ok(contact_key)
 }
 
+/// Whether a configuration without mappings may load: only for `init`,
+/// which is there to build them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MappingsRule {
+    Required,
+    MayBeEmpty,
+}
+
 /// The contact column mappings: required unless consent records are
-/// configured; each valid, none on the key, no column twice.
+/// configured (or `init` builds them); each valid, none on the key, no
+/// column twice.
 fn mappings(
     raw: Option<Vec<Value>>,
     contact_key: &str,
     consent_records: bool,
+    rule: MappingsRule,
 ) -> Result<Vec<Mapping>, ConfigError> {
+    let optional = consent_records || rule == MappingsRule::MayBeEmpty;
     let raw_mappings = match raw {
-        None if consent_records => Vec::new(),
+        None if optional => Vec::new(),
         None => {
             return Err(invalid(
                 "mappings",
                 "is required (or a contact_point_consent section)",
             ))
         }
-        Some(m) if m.is_empty() && !consent_records => {
+        Some(m) if m.is_empty() && !optional => {
             return Err(invalid("mappings", "needs at least one mapping"))
         }
         Some(m) => m,
@@ -400,6 +413,16 @@ impl Config {
     /// Parses and validates the secret's JSON. Errors name the field, and for
     /// a mapping its index, e.g. `mappings[2]`.
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, MappingsRule::Required)
+    }
+
+    /// The same, except that `mappings` may be absent or empty: the
+    /// configuration `consent-sync init` starts from. Nothing else loads one.
+    pub fn from_json_for_setup(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, MappingsRule::MayBeEmpty)
+    }
+
+    fn parse(text: &str, rule: MappingsRule) -> Result<Config, ConfigError> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = e.path().to_string();
@@ -413,12 +436,12 @@ impl Config {
                 invalid(field, strip_position(&inner))
             }
         })?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, rule)
     }
 
     /// The whole configuration from its sections, each validated where it
     /// is defined; then the rules that span sections.
-    fn from_raw(mut raw: RawConfig) -> Result<Config, ConfigError> {
+    fn from_raw(mut raw: RawConfig, rule: MappingsRule) -> Result<Config, ConfigError> {
         let dataverse = DataverseSettings::from_raw(&mut raw)?;
         let contact_key = contact_key(raw.contact_key)?;
         let contact_point_consent = raw
@@ -427,7 +450,12 @@ impl Config {
                 ContactPointConsent::from_value(section).map_err(|e| invalid(e.field, e.reason))
             })
             .transpose()?;
-        let mappings = mappings(raw.mappings, &contact_key, contact_point_consent.is_some())?;
+        let mappings = mappings(
+            raw.mappings,
+            &contact_key,
+            contact_point_consent.is_some(),
+            rule,
+        )?;
         let didomi = DidomiSettings::from_raw(raw.didomi, raw.didomi_api_url.as_deref())?;
         let didomi_webhook = DidomiWebhookAuth::from_raw(raw.didomi_webhook)?;
         let dynamics_webhook_key = match raw.dynamics_webhook_key {
@@ -585,6 +613,35 @@ mod tests {
         assert!(
             error_of(bad).starts_with("configuration field `contact_point_consent.purposes[0]`")
         );
+    }
+
+    #[test]
+    fn only_setup_loads_a_configuration_without_mappings() {
+        for mappings in [None, Some(json!([]))] {
+            let mut config = valid();
+            match &mappings {
+                None => drop(config.as_object_mut().unwrap().remove("mappings")),
+                Some(empty) => config["mappings"] = empty.clone(),
+            }
+            let loaded = Config::from_json_for_setup(&config.to_string()).unwrap();
+            assert!(loaded.mappings.is_empty());
+            assert!(error_of(config).starts_with("configuration field `mappings`"));
+        }
+        // Every other field is still checked, mappings included when present.
+        let mut bad = valid();
+        bad.as_object_mut().unwrap().remove("tenant_id");
+        assert_eq!(
+            Config::from_json_for_setup(&bad.to_string())
+                .unwrap_err()
+                .to_string(),
+            "configuration field `tenant_id`: is required"
+        );
+        let mut bad = valid();
+        bad["mappings"] = json!([{"column": "donotemail"}]);
+        assert!(Config::from_json_for_setup(&bad.to_string())
+            .unwrap_err()
+            .to_string()
+            .starts_with("configuration field `mappings[0]`"));
     }
 
     #[test]

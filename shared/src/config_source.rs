@@ -47,7 +47,8 @@ impl ConfigSource {
         })
     }
 
-    async fn read(&self) -> Result<String, ConfigError> {
+    /// The configuration's JSON as stored.
+    pub async fn read(&self) -> Result<String, ConfigError> {
         match self {
             ConfigSource::SecretsManager { client, secret_id } => {
                 let unreadable = |reason: String| ConfigError::Unreadable {
@@ -82,6 +83,58 @@ impl ConfigSource {
 
     pub async fn load(&self) -> Result<Config, ConfigError> {
         Config::from_json(&self.read().await?)
+    }
+
+    /// Where the configuration is, as an operator names it.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::SecretsManager { secret_id, .. } => format!("the secret {secret_id}"),
+            ConfigSource::File(path) => format!("the file {}", path.display()),
+            ConfigSource::Inline(_) => "the configuration in memory".into(),
+        }
+    }
+
+    /// Stores `text` where the configuration was read from: a new version of
+    /// the secret (the functions pick it up when their cache expires), or the
+    /// file replaced in one step, keeping its permissions, so that a reader
+    /// never sees half a document.
+    pub async fn write(&self, text: &str) -> Result<(), ConfigError> {
+        match self {
+            ConfigSource::SecretsManager { client, secret_id } => client
+                .put_secret_value()
+                .secret_id(secret_id)
+                .secret_string(text)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| ConfigError::Unwritable {
+                    secret_id: secret_id.clone(),
+                    reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                }),
+            ConfigSource::File(path) => {
+                let unwritable = |e: std::io::Error| ConfigError::Unwritable {
+                    secret_id: path.display().to_string(),
+                    reason: e.to_string(),
+                };
+                let mut staged = path.clone().into_os_string();
+                staged.push(".consent-sync-new");
+                let staged = PathBuf::from(staged);
+                std::fs::write(&staged, text).map_err(unwritable)?;
+                let kept = std::fs::metadata(path)
+                    .and_then(|m| std::fs::set_permissions(&staged, m.permissions()))
+                    .and_then(|()| std::fs::rename(&staged, path));
+                if let Err(e) = kept {
+                    let _ = std::fs::remove_file(&staged);
+                    return Err(unwritable(e));
+                }
+                Ok(())
+            }
+            ConfigSource::Inline(_) => Err(ConfigError::Unwritable {
+                secret_id: "the configuration in memory".into(),
+                reason: "it has no place to be written to: pass --config FILE or CONFIG_SECRET_ID"
+                    .into(),
+            }),
+        }
     }
 }
 

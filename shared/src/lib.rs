@@ -27,6 +27,7 @@ pub mod parking;
 pub mod reconcile;
 pub mod retry;
 pub mod secret;
+pub mod setup;
 pub mod time;
 pub mod tls;
 pub mod token;

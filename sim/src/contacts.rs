@@ -43,6 +43,37 @@ pub fn standard_columns() -> BTreeMap<String, ColumnType> {
     .collect()
 }
 
+/// The standard columns' display names, as an English environment shows them.
+pub fn standard_labels() -> BTreeMap<String, String> {
+    [
+        ("contactid", "Contact"),
+        ("firstname", "First Name"),
+        ("lastname", "Last Name"),
+        ("emailaddress1", "Email"),
+        ("emailaddress2", "Email Address 2"),
+        ("mobilephone", "Mobile Phone"),
+        ("donotemail", "Do not allow Emails"),
+        ("donotbulkemail", "Do not allow Bulk Emails"),
+        ("donotphone", "Do not allow Phone Calls"),
+        ("donotfax", "Do not allow Faxes"),
+        ("donotpostalmail", "Do not allow Mails"),
+        ("donotbulkpostalmail", "Do not allow Bulk Mails"),
+        ("donotsendmm", "Send Marketing Materials"),
+        ("followemail", "Follow Email Activity"),
+        ("msdyn_gdproptout", "GDPR Optout"),
+        ("preferredcontactmethodcode", "Preferred Method of Contact"),
+        ("new_topics", "Newsletter topics"),
+        ("new_sports", "Sports"),
+        ("new_news", "News"),
+        ("new_profiling", "Profiling"),
+        ("new_consentsyncedon", "Consent synced on"),
+        ("modifiedon", "Modified On"),
+    ]
+    .into_iter()
+    .map(|(name, label)| (name.to_string(), label.to_string()))
+    .collect()
+}
+
 /// A new row's defaults, as Dataverse fills them in.
 pub fn with_defaults(
     columns: &BTreeMap<String, ColumnType>,

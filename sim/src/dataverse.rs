@@ -1,8 +1,8 @@
 //! The Dataverse Web API (`/api/data/v9.2/`), as far as consent-sync uses
 //! it: the routes. The `contacts` entity set with `$select` and the query
 //! options of `query` (`$filter`, `$orderby`, `$top`), paging, PATCH, POST,
-//! the bulk messages, `WhoAmI`, the contact table's attribute metadata,
-//! alternate keys (see `keys`) and the registration tables (see
+//! the bulk messages, `WhoAmI`, the contact table's metadata (see
+//! `metadata`), alternate keys (see `keys`) and the registration tables (see
 //! `registration`). Rows are kept by `contacts`; errors are `odata`'s. Contact writes fire the registered webhooks (see `webhooks`),
 //! initiated by the application user, or by the user named in
 //! `MSCRMCallerID` (impersonation).
@@ -52,17 +52,16 @@ pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
     }
     match (method, path) {
         (&Method::GET, "EntityDefinitions(LogicalName='contact')/Attributes") => {
-            let rows: Vec<Value> = state
-                .columns
-                .iter()
-                .map(|(name, kind)| json!({"LogicalName": name, "AttributeType": kind.attribute_type(), "MetadataId": uuid::Uuid::new_v4().to_string()}))
-                .collect();
-            axum::Json(json!({
-                "@odata.context": format!("{}{API_PATH}/$metadata#EntityDefinitions('contact')/Attributes(LogicalName,AttributeType)", state.base_url),
-                "value": rows
-            }))
-            .into_response()
+            crate::metadata::attributes(state, params)
         }
+        (&Method::POST, "EntityDefinitions(LogicalName='contact')/Attributes") => {
+            crate::metadata::create_attribute(state, body)
+        }
+        (&Method::POST, "EntityDefinitions(LogicalName='contact')/Keys") => {
+            crate::metadata::create_key(state, body)
+        }
+        (&Method::POST, "PublishXml") => crate::metadata::publish(state, body),
+        (&Method::GET, "organizations") => crate::metadata::organizations(state),
         (&Method::GET, "EntityDefinitions(LogicalName='contact')/Keys") => {
             crate::keys::metadata(state)
         }

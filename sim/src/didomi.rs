@@ -1,6 +1,7 @@
 //! The Didomi API (`/v1/…`), as far as consent-sync uses it: sessions from an
-//! API key (a JWT with `exp`), consent events, users with cursor paging, and
-//! Didomi's error bodies. A consent event updates its user's status and, when
+//! API key (a JWT with `exp`), consent events, users with cursor paging, the
+//! organization's purposes with `$limit`/`$skip` paging, and Didomi's error
+//! bodies. A consent event updates its user's status and, when
 //! a webhook target is set, is delivered to it as `event.created`, as
 //! Didomi's webhooks do.
 
@@ -122,6 +123,7 @@ pub fn serve(state: &mut SimState, request: &Request<'_>) -> Response {
     match (method, path) {
         (&Method::POST, "/consents/events") => create_event(state, body),
         (&Method::GET, "/consents/users") => users(state, params),
+        (&Method::GET, "/metadata/purposes") => purposes(state, params),
         _ => error(404, "NotFound", &format!("Page not found: {path}")),
     }
 }
@@ -295,6 +297,56 @@ fn users(state: &SimState, params: &HashMap<String, String>) -> Response {
         .collect();
     let cursor = (matching.len() > PAGE_SIZE).then(|| (start + PAGE_SIZE).to_string());
     axum::Json(json!({"data": page, "limit": PAGE_SIZE, "cursor": cursor})).into_response()
+}
+
+/// The organization's purposes, as Didomi's `$limit`/`$skip` endpoints page
+/// them: `{"total", "limit", "skip", "data"}`; a page holds at most the
+/// organization's page cap, which may be fewer than asked.
+fn purposes(state: &SimState, params: &HashMap<String, String>) -> Response {
+    let number = |name: &str, default: usize| match params.get(name) {
+        None => Ok(default),
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            error(400, "BadRequest", &format!("{name} must be a non-negative integer"))
+        }),
+    };
+    let (limit, skip) = match (number("$limit", 10), number("$skip", 0)) {
+        (Ok(limit), Ok(skip)) => (limit, skip),
+        (Err(refused), _) | (_, Err(refused)) => return refused,
+    };
+    let served = limit.min(state.didomi.purposes_page_cap);
+    let data: Vec<&Value> = state.didomi.purposes.iter().skip(skip).take(served).collect();
+    axum::Json(json!({
+        "total": state.didomi.purposes.len(),
+        "limit": limit,
+        "skip": skip,
+        "data": data
+    }))
+    .into_response()
+}
+
+/// A Data Manager purpose as `/metadata/purposes` returns it.
+pub fn purpose(id: &str, name: &str) -> Value {
+    json!({
+        "id": id,
+        "description": name,
+        "details": "",
+        "namespaces": {},
+        "metadata": {},
+        "organization_id": "acme",
+        "created_at": "2026-01-12T09:30:00.000Z",
+        "updated_at": "2026-01-12T09:30:00.000Z"
+    })
+}
+
+/// The sample organization's purposes: those the sample mappings name, and
+/// one they do not.
+pub fn sample_purposes() -> Vec<Value> {
+    vec![
+        purpose("marketing", "Commercial communications"),
+        purpose("newsletter", "Newsletter"),
+        purpose("profiling", "Profiling"),
+        purpose("surveys", "Surveys"),
+    ]
 }
 
 impl crate::DidomiState {

@@ -19,6 +19,7 @@ pub mod didomi;
 pub mod entra;
 pub mod gateway;
 pub mod keys;
+pub mod metadata;
 pub mod odata;
 pub mod query;
 pub mod registration;
@@ -29,7 +30,7 @@ pub mod sqs;
 pub mod table;
 pub mod webhooks;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -138,6 +139,10 @@ pub struct DidomiState {
     /// Where consent events are delivered as `event.created` webhooks.
     pub webhook_url: Option<String>,
     pub faults: VecDeque<Fault>,
+    /// The Data Manager purposes (`/metadata/purposes`), in order.
+    pub purposes: Vec<Value>,
+    /// The most purposes one page holds, whatever `$limit` asks.
+    pub purposes_page_cap: usize,
 }
 
 /// One HTTP request as a simulated service reads it: the path below the
@@ -176,6 +181,14 @@ pub struct SimState {
     pub token_lifetime: u64,
     pub token_lifetime_as_text: bool,
     pub columns: BTreeMap<String, ColumnType>,
+    /// The contact columns' display names (a column may have none).
+    pub column_labels: BTreeMap<String, String>,
+    /// Columns created and not yet published (`PublishXml`).
+    pub unpublished: BTreeSet<String>,
+    /// The entities `PublishXml` published, in order.
+    pub published: Vec<String>,
+    /// Privileges the application user's role lacks (`prvCreateAttribute`, …).
+    pub denied_privileges: BTreeSet<String>,
     pub contacts: Vec<Map<String, Value>>,
     pub dataverse_faults: VecDeque<Fault>,
     pub token_faults: VecDeque<Fault>,
@@ -334,6 +347,8 @@ impl Simulator {
             api_key: identity.didomi_api_key.clone(),
             api_secret: identity.didomi_api_secret.clone(),
             token_lifetime: 3600,
+            purposes: didomi::sample_purposes(),
+            purposes_page_cap: 100,
             ..DidomiState::default()
         };
         let state = Arc::new(Mutex::new(SimState {
@@ -341,6 +356,7 @@ impl Simulator {
             base_url: url.clone(),
             token_lifetime: 3599,
             columns,
+            column_labels: contacts::standard_labels(),
             contacts,
             tables: registration::standard_tables(),
             didomi,
@@ -432,6 +448,30 @@ impl Simulator {
             columns: vec![column.to_string()],
             status: "Active".into(),
         });
+    }
+
+    /// The application user's role lacks `privilege` (e.g. `prvCreateAttribute`):
+    /// what needs it is refused with 403, as Dataverse refuses it.
+    pub fn deny_privilege(&self, privilege: &str) {
+        self.state().denied_privileges.insert(privilege.to_string());
+    }
+
+    /// Adds a contact column, as a maker does in Power Apps.
+    pub fn add_column(&self, name: &str, kind: ColumnType, label: &str) {
+        let mut state = self.state();
+        state.columns.insert(name.to_string(), kind);
+        state.column_labels.insert(name.to_string(), label.to_string());
+    }
+
+    /// Replaces the Didomi organization's purposes (`(id, name)`), served at
+    /// most `page_cap` a page.
+    pub fn set_didomi_purposes(&self, purposes: &[(&str, &str)], page_cap: usize) {
+        let mut state = self.state();
+        state.didomi.purposes = purposes
+            .iter()
+            .map(|(id, name)| didomi::purpose(id, name))
+            .collect();
+        state.didomi.purposes_page_cap = page_cap;
     }
 
     /// The next contact create meets a competitor that created the same

@@ -1,9 +1,13 @@
-//! The contact table's column metadata, and whether the mapped columns have
-//! the types their mappings need.
+//! The contact table's metadata: its columns (and whether the mapped ones
+//! have the types their mappings need), its alternate keys, and the few
+//! customizations `consent-sync init` makes — a Yes/No column, a key.
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::retry::Replay;
 
 use crate::config::Config;
 use crate::dataverse::{Dataverse, DataverseError};
@@ -11,6 +15,40 @@ use crate::mapping::{Encoding, Mapping};
 
 /// Logical name -> `AttributeType` (`Boolean`, `String`, `Picklist`, …).
 pub type Attributes = BTreeMap<String, String>;
+
+/// A contact column as the metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub logical_name: String,
+    /// `Boolean` (Yes/No), `String`, `Picklist` (Choice), …
+    pub attribute_type: String,
+    /// The display name in the application user's language, if it has one.
+    pub label: Option<String>,
+}
+
+/// The contact table's metadata as `EntityDefinitions` addresses it.
+const CONTACT_METADATA: &str = "EntityDefinitions(LogicalName='contact')";
+
+/// A label in the organization's base language, as metadata writes take it.
+fn label(text: &str, language: u32) -> Value {
+    json!({
+        "@odata.type": "Microsoft.Dynamics.CRM.Label",
+        "LocalizedLabels": [{
+            "@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel",
+            "Label": text,
+            "LanguageCode": language
+        }]
+    })
+}
+
+/// The label a metadata row carries: the user's language, else the first.
+fn display_name(row: &serde_json::Map<String, Value>) -> Option<String> {
+    let name = row.get("DisplayName")?;
+    name.pointer("/UserLocalizedLabel/Label")
+        .and_then(Value::as_str)
+        .or_else(|| name.pointer("/LocalizedLabels/0/Label").and_then(Value::as_str))
+        .map(str::to_string)
+}
 
 /// A mapped column the environment lacks, or whose type cannot hold the choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +74,30 @@ impl AlternateKey {
 }
 
 impl Dataverse<'_> {
+    /// Rows of a metadata query, read past Dataverse's metadata cache
+    /// (`Consistency: Strong`), so that what `init` just created is seen.
+    async fn metadata_rows(
+        &self,
+        path_and_query: &str,
+    ) -> Result<Vec<serde_json::Map<String, Value>>, DataverseError> {
+        let response = self
+            .send_with(
+                Method::GET,
+                &self.url(path_and_query),
+                None,
+                Replay::Safe,
+                &[("Consistency", "Strong")],
+            )
+            .await?;
+        super::collection(response, path_and_query).await
+    }
+
     /// `EntityDefinitions(LogicalName='contact')/Keys`.
     pub async fn contact_keys(&self) -> Result<Vec<AlternateKey>, DataverseError> {
         let rows = self
-            .get_rows(
-                "EntityDefinitions(LogicalName='contact')/Keys?$select=LogicalName,KeyAttributes,EntityKeyIndexStatus",
-            )
+            .metadata_rows(&format!(
+                "{CONTACT_METADATA}/Keys?$select=LogicalName,KeyAttributes,EntityKeyIndexStatus"
+            ))
             .await?;
         Ok(rows
             .into_iter()
@@ -82,12 +138,112 @@ impl Dataverse<'_> {
         Ok(unique)
     }
 
+    /// Every contact column with its type and label.
+    pub async fn contact_columns(&self) -> Result<Vec<Column>, DataverseError> {
+        let rows = self
+            .metadata_rows(&format!(
+                "{CONTACT_METADATA}/Attributes?$select=LogicalName,AttributeType,DisplayName"
+            ))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(Column {
+                    logical_name: row.get("LogicalName")?.as_str()?.to_string(),
+                    attribute_type: row
+                        .get("AttributeType")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    label: display_name(&row),
+                })
+            })
+            .collect())
+    }
+
+    /// The organization's base language (e.g. 1033): metadata labels need one in it.
+    pub async fn base_language(&self) -> Result<u32, DataverseError> {
+        let rows = self.get_rows("organizations?$select=languagecode").await?;
+        rows.first()
+            .and_then(|row| row.get("languagecode"))
+            .and_then(Value::as_u64)
+            .map(|code| code as u32)
+            .ok_or_else(|| {
+                DataverseError::BadAnswer("organizations returned no languagecode".into())
+            })
+    }
+
+    /// Creates a Yes/No column on the contact table (not yet published).
+    /// Not repeated after an unclear outcome: the caller reads the columns
+    /// again instead, and a column that exists is reused.
+    pub async fn create_yes_no_column(
+        &self,
+        schema_name: &str,
+        name: &str,
+        language: u32,
+    ) -> Result<(), DataverseError> {
+        let option = |value: u8, text: &str| {
+            json!({"Value": value, "Label": label(text, language)})
+        };
+        let body = json!({
+            "@odata.type": "Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
+            "SchemaName": schema_name,
+            "DisplayName": label(name, language),
+            "Description": label("Didomi purpose, kept in step by consent-sync", language),
+            "RequiredLevel": {
+                "Value": "None",
+                "CanBeChanged": true,
+                "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings"
+            },
+            "OptionSet": {
+                "@odata.type": "Microsoft.Dynamics.CRM.BooleanOptionSetMetadata",
+                "TrueOption": option(1, "Yes"),
+                "FalseOption": option(0, "No"),
+                "OptionSetType": "Boolean"
+            }
+        });
+        let url = self.url(&format!("{CONTACT_METADATA}/Attributes"));
+        self.send(Method::POST, &url, Some(&body), Replay::OnlyIfNotProcessed)
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes the contact table's customizations, so that the new columns
+    /// appear in forms, views and the maker portal.
+    pub async fn publish_contact(&self) -> Result<(), DataverseError> {
+        let body = json!({
+            "ParameterXml": "<importexportxml><entities><entity>contact</entity></entities></importexportxml>"
+        });
+        self.send(Method::POST, &self.url("PublishXml"), Some(&body), Replay::Safe)
+            .await?;
+        Ok(())
+    }
+
+    /// Defines an alternate key on exactly `column`. Dataverse then builds its
+    /// index in the background; the key is enforced once `Active`.
+    pub async fn create_contact_key(
+        &self,
+        schema_name: &str,
+        column: &str,
+        language: u32,
+    ) -> Result<(), DataverseError> {
+        let body = json!({
+            "SchemaName": schema_name,
+            "DisplayName": label(&format!("One contact per {column}"), language),
+            "KeyAttributes": [column]
+        });
+        let url = self.url(&format!("{CONTACT_METADATA}/Keys"));
+        self.send(Method::POST, &url, Some(&body), Replay::OnlyIfNotProcessed)
+            .await?;
+        Ok(())
+    }
+
     /// `EntityDefinitions(LogicalName='contact')/Attributes`.
     pub async fn contact_attributes(&self) -> Result<Attributes, DataverseError> {
         let rows = self
-            .get_rows(
-                "EntityDefinitions(LogicalName='contact')/Attributes?$select=LogicalName,AttributeType",
-            )
+            .metadata_rows(&format!(
+                "{CONTACT_METADATA}/Attributes?$select=LogicalName,AttributeType"
+            ))
             .await?;
         Ok(rows
             .into_iter()

@@ -111,6 +111,25 @@ impl DataverseError {
         }
     }
 
+    /// The privilege Dataverse said the application user lacks
+    /// (`prvCreateAttribute` in "… is missing prvCreateAttribute privilege …").
+    pub fn missing_privilege(&self) -> Option<&str> {
+        let DataverseError::Api {
+            status: 403,
+            message,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let after = &message[message.find("missing prv")? + "missing ".len()..];
+        let name = after
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .filter(|name| name.len() > 3)?;
+        Some(name)
+    }
+
     /// What happened, for whoever decides the answer.
     pub fn failure(&self) -> crate::gateway::Failure {
         use crate::gateway::Failure;
@@ -433,14 +452,10 @@ impl Dataverse<'_> {
         &self,
         path_and_query: &str,
     ) -> Result<Vec<Map<String, Value>>, DataverseError> {
-        let answer = self.get_json(path_and_query).await?;
-        let rows: Rows = serde_json::from_value(answer).map_err(|_| {
-            DataverseError::BadAnswer(format!(
-                "the query of {} did not return an OData collection",
-                path_and_query.split('?').next().unwrap_or_default()
-            ))
-        })?;
-        Ok(rows.value)
+        let response = self
+            .send(Method::GET, &self.url(path_and_query), None, Replay::Safe)
+            .await?;
+        collection(response, path_and_query).await
     }
 
     /// Creates a row and returns its id (from `OData-EntityId`). Not repeated
@@ -613,6 +628,23 @@ impl Dataverse<'_> {
     }
 }
 
+/// The rows of a collection answer (`{"value": [...]}`).
+async fn collection(
+    response: Response,
+    path_and_query: &str,
+) -> Result<Vec<Map<String, Value>>, DataverseError> {
+    let what = path_and_query.split('?').next().unwrap_or_default();
+    let answer: Value = response.json().await.map_err(|_| {
+        DataverseError::BadAnswer(format!("the answer to GET {what} is not JSON"))
+    })?;
+    let rows: Rows = serde_json::from_value(answer).map_err(|_| {
+        DataverseError::BadAnswer(format!(
+            "the query of {what} did not return an OData collection"
+        ))
+    })?;
+    Ok(rows.value)
+}
+
 /// The id in a created row's `OData-EntityId` header.
 fn entity_id(response: &Response, entity_set: &str) -> Result<String, DataverseError> {
     let entity_id = response
@@ -698,6 +730,22 @@ mod tests {
             "emailaddress1%20eq%20%27o%27%27brien%2Bnews%26co%40example.com%27"
         );
         assert_eq!(encode_query_value("a#b%c/d?e=f"), "a%23b%25c%2Fd%3Fe%3Df");
+    }
+
+    #[test]
+    fn a_refused_privilege_is_named() {
+        let refused = DataverseError::Api {
+            status: 403,
+            code: Some("0x80042f09".into()),
+            message: "Principal user (Id=e1, type=8, roleCount=1) is missing prvCreateAttribute privilege (Id=a1) on OTC=2 for entity 'contact'.".into(),
+        };
+        assert_eq!(refused.missing_privilege(), Some("prvCreateAttribute"));
+        let other = DataverseError::Api {
+            status: 403,
+            code: None,
+            message: "Forbidden".into(),
+        };
+        assert_eq!(other.missing_privilege(), None);
     }
 
     #[test]

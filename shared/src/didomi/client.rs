@@ -1,6 +1,7 @@
 //! The Didomi API, as far as consent-sync uses it: a session token from the
-//! API key (`POST /sessions`), consent events (`POST /consents/events`) and
-//! users (`GET /consents/users`).
+//! API key (`POST /sessions`), consent events (`POST /consents/events`),
+//! users (`GET /consents/users`) and the organization's purposes
+//! (`GET /metadata/purposes`, for `init`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +80,50 @@ struct Users {
     data: Vec<DidomiUser>,
     #[serde(default)]
     cursor: Option<String>,
+}
+
+/// A purpose of the organization: its id (what consents carry) and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purpose {
+    pub id: String,
+    pub name: String,
+}
+
+/// Purposes asked for per page.
+const PURPOSES_PAGE: usize = 100;
+
+#[derive(Deserialize)]
+struct PurposesPage {
+    total: usize,
+    #[serde(default)]
+    data: Vec<RawPurpose>,
+}
+
+#[derive(Deserialize)]
+struct RawPurpose {
+    id: String,
+    #[serde(default)]
+    description: Option<Value>,
+}
+
+impl RawPurpose {
+    /// `description` is the name: a string, or (with `$translations`) an
+    /// object of translations, of which English is taken, else the first.
+    fn into_purpose(self) -> Purpose {
+        let name = match &self.description {
+            Some(Value::String(name)) => Some(name.clone()),
+            Some(Value::Object(translations)) => translations
+                .get("en")
+                .or_else(|| translations.values().next())
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            _ => None,
+        };
+        Purpose {
+            name: name.unwrap_or_else(|| self.id.clone()),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -328,6 +373,36 @@ impl Didomi<'_> {
             DidomiError::BadAnswer("GET /consents/users returned no `data` list".into())
         })?;
         Ok((users.data, users.cursor.filter(|c| !c.is_empty())))
+    }
+
+    /// Every purpose of the organization, page after page until `total`
+    /// are read (a page may hold fewer than asked).
+    pub async fn purposes(&self) -> Result<Vec<Purpose>, DidomiError> {
+        let mut purposes: Vec<Purpose> = Vec::new();
+        loop {
+            let url = self.url(&format!(
+                "metadata/purposes?{}&$limit={PURPOSES_PAGE}&$skip={}",
+                self.organization_query(),
+                purposes.len()
+            ));
+            let response = self.send(Method::GET, &url, None).await?;
+            let page: PurposesPage = response.json().await.map_err(|_| {
+                DidomiError::BadAnswer(
+                    "GET /metadata/purposes returned no `total` and `data` list".into(),
+                )
+            })?;
+            if page.data.is_empty() && purposes.len() < page.total {
+                return Err(DidomiError::BadAnswer(format!(
+                    "GET /metadata/purposes announced {} purposes but returned none after {}",
+                    page.total,
+                    purposes.len()
+                )));
+            }
+            purposes.extend(page.data.into_iter().map(RawPurpose::into_purpose));
+            if purposes.len() >= page.total {
+                return Ok(purposes);
+            }
+        }
     }
 
     /// Opens a session: proves the API key and secret work.

@@ -5,4 +5,4 @@ pub mod client;
 pub mod deliveries;
 pub mod export;
 
-pub use client::{DidomiClient, DidomiError, DidomiUser};
+pub use client::{DidomiClient, DidomiError, DidomiUser, Purpose};
