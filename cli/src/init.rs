@@ -35,7 +35,9 @@ fn printable(text: &str) -> String {
 fn describe(action: &Action, purpose: &Purpose) -> String {
     match action {
         Action::Mapped { .. } => "already in mappings: kept as it is".into(),
-        Action::Exists { by: Found::Name, .. } => "Yes/No column of that name".into(),
+        Action::Exists {
+            by: Found::Name, ..
+        } => "Yes/No column of that name".into(),
         Action::Exists {
             by: Found::Label, ..
         } => format!("Yes/No column labelled {:?}", printable(&purpose.name)),
@@ -67,11 +69,26 @@ fn plan_text(plan: &Plan) -> String {
             )
         })
         .collect();
-    let id_width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(7);
-    let column_width = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).max(6);
-    let mut text = format!("{:<id_width$}  {:<column_width$}  {:<8}  why\n", "purpose", "column", "action");
+    let id_width = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    let column_width = rows
+        .iter()
+        .map(|r| r.1.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut text = format!(
+        "{:<id_width$}  {:<column_width$}  {:<8}  why\n",
+        "purpose", "column", "action"
+    );
     for (id, column, action, why) in rows {
-        text.push_str(&format!("{id:<id_width$}  {column:<column_width$}  {action:<8}  {why}\n"));
+        text.push_str(&format!(
+            "{id:<id_width$}  {column:<column_width$}  {action:<8}  {why}\n"
+        ));
     }
     text
 }
@@ -105,7 +122,9 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
     let key = match &plan.key {
         KeyPlan::NotNeeded => json!({"state": "not needed"}),
         KeyPlan::Active { name } => json!({"state": "active", "name": name}),
-        KeyPlan::Building { name, status } => json!({"state": "building", "name": name, "status": status}),
+        KeyPlan::Building { name, status } => {
+            json!({"state": "building", "name": name, "status": status})
+        }
         KeyPlan::Missing { schema_name } => json!({"state": "missing", "name": schema_name}),
     };
     json!({"purposes": purposes, "key": key})
@@ -129,7 +148,11 @@ impl Changes<'_> {
             parts.push(format!(
                 "create {} Yes/No column(s) on contact ({})",
                 self.columns.len(),
-                self.columns.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+                self.columns
+                    .iter()
+                    .map(|(c, _)| *c)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         if let Some(key) = self.key {
@@ -197,24 +220,36 @@ async fn apply(
     if changes.columns.is_empty() && changes.key.is_none() {
         return Ok(report);
     }
-    let language = dataverse.base_language().await.map_err(|source| CliError::Dataverse {
-        what: "reading the organization's base language",
-        source,
-    })?;
+    let language = dataverse
+        .base_language()
+        .await
+        .map_err(|source| CliError::Dataverse {
+            what: "reading the organization's base language",
+            source,
+        })?;
     let mut created: Vec<&str> = Vec::new();
     for (column, purpose) in &changes.columns {
         dataverse
             .create_yes_no_column(column, &purpose.name, language)
             .await
-            .map_err(|e| refused(format!("Dataverse refused to create column {column}"), e, &created))?;
+            .map_err(|e| {
+                refused(
+                    format!("Dataverse refused to create column {column}"),
+                    e,
+                    &created,
+                )
+            })?;
         created.push(column);
         report.push(format!("created  column {column}"));
     }
     if !created.is_empty() {
-        dataverse
-            .publish_contact()
-            .await
-            .map_err(|e| refused("Dataverse refused to publish the contact table".into(), e, &created))?;
+        dataverse.publish_contact().await.map_err(|e| {
+            refused(
+                "Dataverse refused to publish the contact table".into(),
+                e,
+                &created,
+            )
+        })?;
         report.push("published the contact table".into());
     }
     if let Some(key) = changes.key {
@@ -222,7 +257,13 @@ async fn apply(
         dataverse
             .create_contact_key(key, column, language)
             .await
-            .map_err(|e| refused(format!("Dataverse refused to define the alternate key {key}"), e, &created))?;
+            .map_err(|e| {
+                refused(
+                    format!("Dataverse refused to define the alternate key {key}"),
+                    e,
+                    &created,
+                )
+            })?;
         report.push(format!(
             "defined  alternate key {key} on {column}: Dataverse builds its index now, and the key becomes Active once built (minutes on a small table, longer on a large one); until then `config check` shows it as pending"
         ));
@@ -243,15 +284,21 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
         what: "reading Didomi's purposes",
         source,
     })?;
-    let columns = dataverse.contact_columns().await.map_err(|source| CliError::Dataverse {
-        what: "reading the contact table's columns",
-        source,
-    })?;
-    let keys = if config.upsert_mode {
-        dataverse.contact_keys().await.map_err(|source| CliError::Dataverse {
-            what: "reading the contact table's keys",
+    let columns = dataverse
+        .contact_columns()
+        .await
+        .map_err(|source| CliError::Dataverse {
+            what: "reading the contact table's columns",
             source,
-        })?
+        })?;
+    let keys = if config.upsert_mode {
+        dataverse
+            .contact_keys()
+            .await
+            .map_err(|source| CliError::Dataverse {
+                what: "reading the contact table's keys",
+                source,
+            })?
     } else {
         Vec::new()
     };
@@ -296,7 +343,10 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
         if plan.new_mappings(true).is_empty() && !matches!(plan.key, KeyPlan::Missing { .. }) {
             out.push_str(" Every purpose is mapped or in conflict: nothing to add.\n");
         } else {
-            out.push_str(&format!(" To apply it: consent-sync init {}", flags.join(" ")));
+            out.push_str(&format!(
+                " To apply it: consent-sync init {}",
+                flags.join(" ")
+            ));
             if to_create > 0 {
                 out.push_str(&format!(
                     " (--create-columns creates the {to_create} missing column(s); without it, only purposes with a column are mapped)"
@@ -334,7 +384,10 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
         out.clear();
         let _ = std::io::stdout().flush();
     }
-    confirmed(&format!("\nGo ahead: {}", changes.summary(&source)), options.yes)?;
+    confirmed(
+        &format!("\nGo ahead: {}", changes.summary(&source)),
+        options.yes,
+    )?;
     let done = apply(&dataverse, &config.contact_key, &changes).await?;
     out.push('\n');
     for line in &done {
@@ -366,6 +419,8 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
         text: out,
         json: document,
         ok: check.ok,
-        reason: check.reason.map(|r| format!("init wrote its changes, but {r}")),
+        reason: check
+            .reason
+            .map(|r| format!("init wrote its changes, but {r}")),
     })
 }

@@ -306,7 +306,11 @@ fn purposes(state: &SimState, params: &HashMap<String, String>) -> Response {
     let number = |name: &str, default: usize| match params.get(name) {
         None => Ok(default),
         Some(text) => text.parse::<usize>().map_err(|_| {
-            error(400, "BadRequest", &format!("{name} must be a non-negative integer"))
+            error(
+                400,
+                "BadRequest",
+                &format!("{name} must be a non-negative integer"),
+            )
         }),
     };
     let (limit, skip) = match (number("$limit", 10), number("$skip", 0)) {
@@ -314,7 +318,13 @@ fn purposes(state: &SimState, params: &HashMap<String, String>) -> Response {
         (Err(refused), _) | (_, Err(refused)) => return refused,
     };
     let served = limit.min(state.didomi.purposes_page_cap);
-    let data: Vec<&Value> = state.didomi.purposes.iter().skip(skip).take(served).collect();
+    let data: Vec<&Value> = state
+        .didomi
+        .purposes
+        .iter()
+        .skip(skip)
+        .take(served)
+        .collect();
     axum::Json(json!({
         "total": state.didomi.purposes.len(),
         "limit": limit,

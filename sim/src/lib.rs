@@ -460,7 +460,9 @@ impl Simulator {
     pub fn add_column(&self, name: &str, kind: ColumnType, label: &str) {
         let mut state = self.state();
         state.columns.insert(name.to_string(), kind);
-        state.column_labels.insert(name.to_string(), label.to_string());
+        state
+            .column_labels
+            .insert(name.to_string(), label.to_string());
     }
 
     /// Replaces the Didomi organization's purposes (`(id, name)`), served at

@@ -109,11 +109,12 @@ pub fn create_attribute(state: &mut SimState, body: &[u8]) -> Response {
     let Some(schema_name) = body["SchemaName"].as_str() else {
         return odata_error(400, "0x80044331", "The SchemaName is required.");
     };
-    let valid_name = schema_name.split_once('_').is_some_and(|(prefix, rest)| {
-        (2..=8).contains(&prefix.len()) && !rest.is_empty()
-    }) && schema_name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid_name = schema_name
+        .split_once('_')
+        .is_some_and(|(prefix, rest)| (2..=8).contains(&prefix.len()) && !rest.is_empty())
+        && schema_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid_name {
         return odata_error(
             400,
@@ -122,14 +123,24 @@ pub fn create_attribute(state: &mut SimState, body: &[u8]) -> Response {
         );
     }
     let Some(display_name) = label_text(&body, "/DisplayName") else {
-        return odata_error(400, "0x80044331", "A label in the base language (1033) is required for DisplayName.");
+        return odata_error(
+            400,
+            "0x80044331",
+            "A label in the base language (1033) is required for DisplayName.",
+        );
     };
     let options = ["/OptionSet/TrueOption", "/OptionSet/FalseOption"];
-    if options
-        .iter()
-        .any(|o| body.pointer(&format!("{o}/Value")).and_then(Value::as_i64).is_none() || label_text(&body, &format!("{o}/Label")).is_none())
-    {
-        return odata_error(400, "0x80044331", "A Boolean attribute needs an OptionSet with a labelled TrueOption and FalseOption.");
+    if options.iter().any(|o| {
+        body.pointer(&format!("{o}/Value"))
+            .and_then(Value::as_i64)
+            .is_none()
+            || label_text(&body, &format!("{o}/Label")).is_none()
+    }) {
+        return odata_error(
+            400,
+            "0x80044331",
+            "A Boolean attribute needs an OptionSet with a labelled TrueOption and FalseOption.",
+        );
     }
     let logical_name = schema_name.to_ascii_lowercase();
     if state.columns.contains_key(&logical_name) {
@@ -139,8 +150,12 @@ pub fn create_attribute(state: &mut SimState, body: &[u8]) -> Response {
             &format!("An attribute with the name {logical_name} already exists on entity contact."),
         );
     }
-    state.columns.insert(logical_name.clone(), ColumnType::Boolean);
-    state.column_labels.insert(logical_name.clone(), display_name);
+    state
+        .columns
+        .insert(logical_name.clone(), ColumnType::Boolean);
+    state
+        .column_labels
+        .insert(logical_name.clone(), display_name);
     state.unpublished.insert(logical_name);
     let id = uuid::Uuid::new_v4();
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -162,15 +177,33 @@ pub fn create_key(state: &mut SimState, body: &[u8]) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return odata_error(400, "0x80048d19", "The request body is not valid JSON.");
     };
-    let (Some(schema_name), Some(columns)) = (body["SchemaName"].as_str(), body["KeyAttributes"].as_array()) else {
-        return odata_error(400, "0x80044331", "SchemaName and KeyAttributes are required.");
+    let (Some(schema_name), Some(columns)) = (
+        body["SchemaName"].as_str(),
+        body["KeyAttributes"].as_array(),
+    ) else {
+        return odata_error(
+            400,
+            "0x80044331",
+            "SchemaName and KeyAttributes are required.",
+        );
     };
-    let columns: Vec<String> = columns.iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
+    let columns: Vec<String> = columns
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect();
     if let Some(unknown) = columns.iter().find(|c| !state.columns.contains_key(*c)) {
-        return odata_error(400, "0x80060888", &format!("The attribute {unknown} does not exist on entity contact."));
+        return odata_error(
+            400,
+            "0x80060888",
+            &format!("The attribute {unknown} does not exist on entity contact."),
+        );
     }
     if label_text(&body, "/DisplayName").is_none() {
-        return odata_error(400, "0x80044331", "A label in the base language (1033) is required for DisplayName.");
+        return odata_error(
+            400,
+            "0x80044331",
+            "A label in the base language (1033) is required for DisplayName.",
+        );
     }
     state.contact_keys.push(crate::keys::AlternateKey {
         name: schema_name.to_ascii_lowercase(),
@@ -186,7 +219,11 @@ pub fn publish(state: &mut SimState, body: &[u8]) -> Response {
         .ok()
         .and_then(|b| b["ParameterXml"].as_str().map(str::to_string));
     let Some(xml) = xml.filter(|x| x.starts_with("<importexportxml>")) else {
-        return odata_error(400, "0x80048d19", "ParameterXml is required: <importexportxml>…</importexportxml>.");
+        return odata_error(
+            400,
+            "0x80048d19",
+            "ParameterXml is required: <importexportxml>…</importexportxml>.",
+        );
     };
     if xml.contains("<entity>contact</entity>") {
         state.unpublished.clear();

@@ -46,7 +46,10 @@ fn display_name(row: &serde_json::Map<String, Value>) -> Option<String> {
     let name = row.get("DisplayName")?;
     name.pointer("/UserLocalizedLabel/Label")
         .and_then(Value::as_str)
-        .or_else(|| name.pointer("/LocalizedLabels/0/Label").and_then(Value::as_str))
+        .or_else(|| {
+            name.pointer("/LocalizedLabels/0/Label")
+                .and_then(Value::as_str)
+        })
         .map(str::to_string)
 }
 
@@ -182,9 +185,8 @@ impl Dataverse<'_> {
         name: &str,
         language: u32,
     ) -> Result<(), DataverseError> {
-        let option = |value: u8, text: &str| {
-            json!({"Value": value, "Label": label(text, language)})
-        };
+        let option =
+            |value: u8, text: &str| json!({"Value": value, "Label": label(text, language)});
         let body = json!({
             "@odata.type": "Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
             "SchemaName": schema_name,
@@ -214,8 +216,13 @@ impl Dataverse<'_> {
         let body = json!({
             "ParameterXml": "<importexportxml><entities><entity>contact</entity></entities></importexportxml>"
         });
-        self.send(Method::POST, &self.url("PublishXml"), Some(&body), Replay::Safe)
-            .await?;
+        self.send(
+            Method::POST,
+            &self.url("PublishXml"),
+            Some(&body),
+            Replay::Safe,
+        )
+        .await?;
         Ok(())
     }
 

@@ -634,9 +634,10 @@ async fn collection(
     path_and_query: &str,
 ) -> Result<Vec<Map<String, Value>>, DataverseError> {
     let what = path_and_query.split('?').next().unwrap_or_default();
-    let answer: Value = response.json().await.map_err(|_| {
-        DataverseError::BadAnswer(format!("the answer to GET {what} is not JSON"))
-    })?;
+    let answer: Value = response
+        .json()
+        .await
+        .map_err(|_| DataverseError::BadAnswer(format!("the answer to GET {what} is not JSON")))?;
     let rows: Rows = serde_json::from_value(answer).map_err(|_| {
         DataverseError::BadAnswer(format!(
             "the query of {what} did not return an OData collection"

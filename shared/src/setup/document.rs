@@ -89,7 +89,9 @@ fn value_end(bytes: &[u8], at: usize) -> Result<usize, NotAnObject> {
         }
         Some(_) => {
             let mut i = at;
-            while i < bytes.len() && !matches!(bytes[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+            while i < bytes.len()
+                && !matches!(bytes[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
                 i += 1;
             }
             Ok(i)
@@ -167,7 +169,12 @@ pub fn add_mappings(text: &str, entries: &[NewMapping]) -> Result<String, NotAnO
             let bytes = text.as_bytes();
             let first = skip_ws(bytes, start + 1);
             if bytes[first] == b']' {
-                format!("{}{}{}", &text[..start], array_text(entries, indent), &text[end..])
+                format!(
+                    "{}{}{}",
+                    &text[..start],
+                    array_text(entries, indent),
+                    &text[end..]
+                )
             } else {
                 // After the last element, in the spacing between `[` and the first.
                 let mut last = end - 1;
@@ -184,7 +191,12 @@ pub fn add_mappings(text: &str, entries: &[NewMapping]) -> Result<String, NotAnO
             }
         }
         Some((start, end)) if &text[start..end] == "null" => {
-            format!("{}{}{}", &text[..start], array_text(entries, indent), &text[end..])
+            format!(
+                "{}{}{}",
+                &text[..start],
+                array_text(entries, indent),
+                &text[end..]
+            )
         }
         Some(_) => return Err(NotAnObject("`mappings` is not an array")),
         None => {
@@ -210,7 +222,8 @@ pub fn add_mappings(text: &str, entries: &[NewMapping]) -> Result<String, NotAnO
 /// appended to `mappings`, and nothing else changed.
 fn check_splice(before: &str, after: &str, entries: &[NewMapping]) -> Result<(), NotAnObject> {
     let parse = |text: &str| serde_json::from_str::<Value>(text).ok();
-    let (Some(Value::Object(mut expected)), Some(Value::Object(actual))) = (parse(before), parse(after))
+    let (Some(Value::Object(mut expected)), Some(Value::Object(actual))) =
+        (parse(before), parse(after))
     else {
         return Err(NotAnObject("it does not parse as an object"));
     };
@@ -218,9 +231,11 @@ fn check_splice(before: &str, after: &str, entries: &[NewMapping]) -> Result<(),
         Some(Value::Array(list)) => list,
         _ => Vec::new(),
     };
-    mappings.extend(entries.iter().map(|e| {
-        serde_json::json!({"column": e.column, "purpose": e.purpose})
-    }));
+    mappings.extend(
+        entries
+            .iter()
+            .map(|e| serde_json::json!({"column": e.column, "purpose": e.purpose})),
+    );
     expected.insert("mappings".into(), Value::Array(mappings));
     if Value::Object(expected) == Value::Object(actual) {
         Ok(())

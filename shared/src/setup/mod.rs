@@ -28,7 +28,9 @@ impl Prefix {
         let prefix = text.trim().to_ascii_lowercase();
         let valid = (2..=8).contains(&prefix.len())
             && prefix.starts_with(|c: char| c.is_ascii_lowercase())
-            && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
             && !prefix.starts_with("mscrm");
         if valid {
             Ok(Prefix(prefix))
@@ -111,11 +113,18 @@ pub struct PlannedPurpose {
 pub enum KeyPlan {
     /// `upsert_mode` is off: contacts are never created, no key needed.
     NotNeeded,
-    Active { name: String },
+    Active {
+        name: String,
+    },
     /// Defined, its index not built yet.
-    Building { name: String, status: String },
+    Building {
+        name: String,
+        status: String,
+    },
     /// None on the key column: `--create-key` defines `schema_name`.
-    Missing { schema_name: String },
+    Missing {
+        schema_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +217,11 @@ pub fn plan(
             let labelled: Vec<&Column> = columns
                 .iter()
                 .filter(|c| c.attribute_type == "Boolean")
-                .filter(|c| c.label.as_deref().is_some_and(|l| same_label(l, &purpose.name)))
+                .filter(|c| {
+                    c.label
+                        .as_deref()
+                        .is_some_and(|l| same_label(l, &purpose.name))
+                })
                 .collect();
             let candidate = match by_name.get(name.as_str()) {
                 Some(column) if column.attribute_type == "Boolean" => Action::Exists {
@@ -252,10 +265,7 @@ pub fn plan(
                     if taken.contains_key(&column) =>
                 {
                     Action::Conflict {
-                        reason: format!(
-                            "column {column} is already used by {}",
-                            taken[&column]
-                        ),
+                        reason: format!("column {column} is already used by {}", taken[&column]),
                         column,
                     }
                 }
@@ -401,13 +411,25 @@ mod tests {
         assert_eq!(
             plan.new_mappings(false),
             vec![
-                NewMapping { column: "new_sports_offers".into(), purpose: "Sports-Offers".into() },
-                NewMapping { column: "new_news".into(), purpose: "news".into() },
-                NewMapping { column: "cr1_surveyoptin".into(), purpose: "surveys".into() },
+                NewMapping {
+                    column: "new_sports_offers".into(),
+                    purpose: "Sports-Offers".into()
+                },
+                NewMapping {
+                    column: "new_news".into(),
+                    purpose: "news".into()
+                },
+                NewMapping {
+                    column: "cr1_surveyoptin".into(),
+                    purpose: "surveys".into()
+                },
             ]
         );
         assert_eq!(plan.new_mappings(true).len(), 4);
-        assert_eq!(plan.to_create().map(|(c, _)| c).collect::<Vec<_>>(), ["new_analytics"]);
+        assert_eq!(
+            plan.to_create().map(|(c, _)| c).collect::<Vec<_>>(),
+            ["new_analytics"]
+        );
     }
 
     #[test]
@@ -415,7 +437,12 @@ mod tests {
         let config = config(json!([]), false);
         let purposes = [purpose("a-b", "One"), purpose("a_b", "Two")];
         let plan = plan(&config, &purposes, &[], &[], &Prefix::parse("cr5").unwrap());
-        assert_eq!(plan.purposes[0].action, Action::Create { column: "cr5_a_b".into() });
+        assert_eq!(
+            plan.purposes[0].action,
+            Action::Create {
+                column: "cr5_a_b".into()
+            }
+        );
         assert_eq!(
             plan.purposes[1].action,
             Action::Conflict {
@@ -436,11 +463,16 @@ mod tests {
         };
         assert_eq!(
             plan(&config, &[], &[], &[], &prefix).key,
-            KeyPlan::Missing { schema_name: "new_emailaddress1_key".into() }
+            KeyPlan::Missing {
+                schema_name: "new_emailaddress1_key".into()
+            }
         );
         assert_eq!(
             plan(&config, &[], &[], &[key("Pending")], &prefix).key,
-            KeyPlan::Building { name: "k".into(), status: "Pending".into() }
+            KeyPlan::Building {
+                name: "k".into(),
+                status: "Pending".into()
+            }
         );
         assert_eq!(
             plan(&config, &[], &[], &[key("Active")], &prefix).key,
@@ -450,7 +482,10 @@ mod tests {
 
     #[test]
     fn prefixes_follow_the_publisher_rule() {
-        assert_eq!(Prefix::parse("Contoso").unwrap().column_for("Éco News!"), "contoso__co_news_");
+        assert_eq!(
+            Prefix::parse("Contoso").unwrap().column_for("Éco News!"),
+            "contoso__co_news_"
+        );
         for bad in ["n", "toolongprefix", "1ab", "mscrmx", "a_b", ""] {
             assert!(Prefix::parse(bad).is_err(), "{bad}");
         }
