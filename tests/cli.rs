@@ -80,6 +80,22 @@ fn local_replays_the_sample_delivery_and_shows_what_changed() {
     ] {
         assert!(outage.contains(expected), "{expected}\n{stdout}");
     }
+    // The first day: init maps every purpose it can, creating what is missing.
+    let first_day = stdout
+        .split("6. The first day")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no sixth step:\n{stdout}"));
+    for expected in [
+        "marketing   new_marketing   create",
+        "profiling   new_profiling   conflict  column new_profiling exists as Picklist",
+        "sports      new_sports      exists    Yes/No column of that name",
+        "created  column new_surveys",
+        "published the contact table",
+        "wrote    4 new mapping(s)",
+        "ok   columns          all 4 mapped columns exist with a fitting type",
+    ] {
+        assert!(first_day.contains(expected), "{expected}\n{first_day}");
+    }
 }
 
 #[test]

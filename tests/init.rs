@@ -286,10 +286,19 @@ async fn upsert_mode_without_a_key_plans_it_and_create_key_defines_it() {
     assert!(!written["mappings"].to_string().contains("new_surveys"));
 }
 
+/// A bad case: its name, how the configuration is spoiled, how the
+/// simulator is, and the start of the one line the operator reads.
+type BadCase = (
+    &'static str,
+    Box<dyn Fn(&mut Value)>,
+    Box<dyn Fn(&Simulator)>,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_refusals_are_one_line_and_change_nothing() {
     let sim = simulator().await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, Box<dyn Fn(&Simulator)>, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "missing field",
             Box::new(|c| drop(c.as_object_mut().unwrap().remove("client_id"))),
@@ -429,6 +438,7 @@ async fn the_stack_secret_keeps_every_other_byte_and_a_delivery_then_sets_the_cr
         json!([
             {"column": "new_marketing", "purpose": "marketing"},
             {"column": "new_newsletter", "purpose": "newsletter"},
+            {"column": "new_sports", "purpose": "sports"},
             {"column": "new_surveys", "purpose": "surveys"}
         ])
     );
@@ -448,4 +458,5 @@ async fn the_stack_secret_keeps_every_other_byte_and_a_delivery_then_sets_the_cr
     );
     let jane = deployment.sim.contact_by_id(JANE).unwrap();
     assert_eq!(jane["new_surveys"], json!(true));
+    deployment.stop();
 }

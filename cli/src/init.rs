@@ -378,7 +378,7 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
         Config::from_json(&new_text)?
     };
 
-    if !options.json {
+    if !options.yes && !options.json && std::io::stdin().is_terminal() {
         // The plan stands above the question it asks about.
         print!("{out}");
         out.clear();

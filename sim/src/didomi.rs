@@ -304,18 +304,18 @@ fn users(state: &SimState, params: &HashMap<String, String>) -> Response {
 /// organization's page cap, which may be fewer than asked.
 fn purposes(state: &SimState, params: &HashMap<String, String>) -> Response {
     let number = |name: &str, default: usize| match params.get(name) {
-        None => Ok(default),
-        Some(text) => text.parse::<usize>().map_err(|_| {
-            error(
-                400,
-                "BadRequest",
-                &format!("{name} must be a non-negative integer"),
-            )
-        }),
+        None => Some(default),
+        Some(text) => text.parse::<usize>().ok(),
     };
     let (limit, skip) = match (number("$limit", 10), number("$skip", 0)) {
-        (Ok(limit), Ok(skip)) => (limit, skip),
-        (Err(refused), _) | (_, Err(refused)) => return refused,
+        (Some(limit), Some(skip)) => (limit, skip),
+        _ => {
+            return error(
+                400,
+                "BadRequest",
+                "$limit and $skip must be non-negative integers",
+            )
+        }
     };
     let served = limit.min(state.didomi.purposes_page_cap);
     let data: Vec<&Value> = state
@@ -355,6 +355,7 @@ pub fn sample_purposes() -> Vec<Value> {
         purpose("marketing", "Commercial communications"),
         purpose("newsletter", "Newsletter"),
         purpose("profiling", "Profiling"),
+        purpose("sports", "Sports"),
         purpose("surveys", "Surveys"),
     ]
 }

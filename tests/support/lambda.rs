@@ -25,6 +25,16 @@ pub struct FunctionProcess {
     pub started: std::time::Instant,
 }
 
+/// A test that ends early (a failed assertion) leaves no function process
+/// running after it.
+impl Drop for FunctionProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 impl FunctionProcess {
     /// Starts `didomi-to-dynamics` with Lambda's variables, local AWS credentials and `env`.
     pub fn start(runtime: &RuntimeApi, env: &[(&str, &str)]) -> FunctionProcess {

@@ -5,6 +5,7 @@
 //! consent-sync's own; a person's edit reaches Didomi as one consent event,
 //! whose delivery back is recognised as an echo.
 
+mod first_day;
 mod outage;
 mod watch;
 
@@ -181,6 +182,7 @@ pub async fn run(options: Options) -> Result<(), CliError> {
             consent_records(sim).await?;
             outage::run(sim).await?;
             watch::run(sim, &config).await?;
+            first_day::run(sim).await?;
         }
     }
 
