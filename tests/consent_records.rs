@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use consent_sync::invocation::Function;
+use consent_sync::function::Function;
 use consent_sync::{Config, ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi};
 use consent_sync_sim::registration::{
     CONSENT_SET, PURPOSE_MARKETING, PURPOSE_NEWSLETTER, TOPIC_NEWS, TOPIC_SPORTS,

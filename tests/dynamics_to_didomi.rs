@@ -1,7 +1,7 @@
 //! `dynamics-to-didomi` against the Entra ID, Dataverse and Didomi
 //! simulators, over HTTP, through the same code paths as in Lambda.
 
-use consent_sync::invocation::Function;
+use consent_sync::function::Function;
 use consent_sync_sim::Fault;
 use consent_sync_tests::*;
 use serde_json::{json, Value};

@@ -138,18 +138,6 @@ impl ConfigSource {
     }
 }
 
-/// What a Lambda function reads from its environment at init: where the
-/// configuration is, how long to keep it, and where to park deliveries —
-/// one load of the AWS settings, shared by the Secrets Manager and SQS
-/// clients.
-pub(crate) async fn function_environment(
-) -> Result<(ConfigSource, Duration, crate::parking::Parking), ConfigError> {
-    let ttl = cache_ttl_from_env()?;
-    let aws = crate::tls::aws_sdk_config().await;
-    let source = ConfigSource::from_aws(&aws)?;
-    Ok((source, ttl, crate::parking::Parking::from_env(&aws)))
-}
-
 /// Reads `CONFIG_CACHE_SECONDS` (default 300).
 pub(crate) fn cache_ttl_from_env() -> Result<Duration, ConfigError> {
     match std::env::var(CONFIG_CACHE_SECONDS) {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::consents::{Consents, PurposeChoice};
 use crate::mapping::Direction;
 
-pub(crate) const ENTITY: &str = "msdynmkt_contactpointconsent4";
+pub(crate) const ENTITY: &str = crate::input::CONSENT_RECORD_TABLE;
 pub(crate) const ENTITY_SET: &str = "msdynmkt_contactpointconsent4s";
 pub(crate) const PRIMARY_KEY: &str = "msdynmkt_contactpointconsent4id";
 

@@ -41,7 +41,9 @@ pub(crate) const MESSAGES: &[&str] = &[
     "Upsert",
 ];
 /// The tables consent-sync registers steps on.
-pub const TABLES: &[&str] = &["contact", crate::contact_point_consent::ENTITY];
+pub const TABLES: &[&str] = &["contact", CONSENT_RECORD_TABLE];
+/// Customer Insights – Journeys' Contact Point Consent table (DESIGN §11).
+pub const CONSENT_RECORD_TABLE: &str = "msdynmkt_contactpointconsent4";
 
 /// A caller's value quoted for an answer: JSON-escaped, at most 64
 /// characters of it, with `…` when cut.

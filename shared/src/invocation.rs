@@ -3,31 +3,13 @@
 //! from Lambda's SQS event source (DESIGN §2). One dispatch for both
 //! functions, so that each `main.rs` only builds its state and runs.
 
-use std::future::Future;
-
-use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use serde_json::Value;
 
 use crate::config::ConfigError;
-use crate::flows::Setup;
-use crate::parking::drain::{BatchResponse, SqsEvent};
+use crate::function::Function;
+use crate::parking::drain::{drain, SqsEvent};
 use crate::retry::Deadline;
-
-/// A function that answers webhooks and drains its parked queue.
-pub trait Function {
-    fn handle(
-        &self,
-        request: &ApiGatewayV2httpRequest,
-        deadline: Deadline,
-    ) -> impl Future<Output = Result<ApiGatewayV2httpResponse, ConfigError>> + Send;
-
-    /// Its configuration and clients, which draining its parked queue takes too.
-    fn setup(&self) -> &Setup;
-
-    fn drain(&self, batch: &SqsEvent, deadline: Deadline) -> impl Future<Output = BatchResponse> {
-        crate::parking::drain::drain(self.setup().sources(), batch, deadline)
-    }
-}
 
 /// Why an invocation failed as a whole (Lambda's `errorType`, `errorMessage`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +52,7 @@ pub async fn invoke<F: Function>(
         let batch: SqsEvent = serde_json::from_value(event)
             .map_err(|e| unexpected(format!("an SQS event this function cannot read: {e}")))?;
         // Boxed: the replay's future is deep, and the runtime's future nests it.
-        let answer = Box::pin(function.drain(&batch, deadline)).await;
+        let answer = Box::pin(drain(function.setup(), &batch, deadline)).await;
         return serde_json::to_value(answer).map_err(|e| unexpected(e.to_string()));
     }
     let request: ApiGatewayV2httpRequest = serde_json::from_value(event).map_err(|e| {

@@ -17,6 +17,7 @@ pub mod contact_point_consent;
 pub mod dataverse;
 pub mod didomi;
 pub mod flows;
+pub mod function;
 pub mod gateway;
 pub mod input;
 pub mod invocation;

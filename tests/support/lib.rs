@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use consent_sync::invocation::Function;
+use consent_sync::function::Function;
 use consent_sync::{ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};
 use serde_json::Value;

@@ -19,7 +19,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use consent_sync::config::WebhookAuthMode;
 use consent_sync::dataverse::Contact;
 use consent_sync::didomi::deliveries::{parse_delivery, Delivery};
-use consent_sync::invocation::Function;
+use consent_sync::function::Function;
 use consent_sync::{Config, ConfigSource, Deadline, DidomiToDynamics, DynamicsToDidomi};
 use consent_sync_sim::gateway::{Gateway, Handler};
 use consent_sync_sim::{sample_contacts, Identity, Simulator};

@@ -12,7 +12,8 @@ use crate::contact_point_consent::{wanted_values, ContactPoint};
 use crate::dataverse::consent_records::{reason, RecordWrites, Resolved};
 use crate::dataverse::{DataverseClient, DataverseError};
 use crate::didomi::deliveries::{parse_delivery, ConsentChange, Delivery};
-use crate::flows::{Outcome, Setup};
+use crate::flows::Outcome;
+use crate::function::Setup;
 use crate::gateway::{authenticate_didomi, body_bytes, json_response, rejected, Rejection};
 use crate::mapping::{columns_from_consents, differences};
 use crate::parking::{failure_response, now_utc, park_failure, ParkedDelivery, DIDOMI_TO_DYNAMICS};
@@ -42,7 +43,7 @@ impl DidomiToDynamics {
     }
 }
 
-impl crate::invocation::Function for DidomiToDynamics {
+impl crate::function::Function for DidomiToDynamics {
     /// Handles one HTTP request. A configuration that cannot be loaded fails
     /// the invocation itself (`Err`), so that it shows as a function error
     /// naming the field; every other failure is an HTTP answer.

@@ -15,7 +15,8 @@ use crate::dataverse::consent_records::{effective_value, entry_of, is_record_of,
 use crate::dataverse::webhook::{is_truncated, parse_row_change, RowChange, SIZE_EXCEEDED_HEADER};
 use crate::dataverse::DataverseError;
 use crate::didomi::DidomiError;
-use crate::flows::{Outcome, Setup};
+use crate::flows::Outcome;
+use crate::function::Setup;
 use crate::gateway::{authenticate_key, body_bytes, header, json_response, rejected, Rejection};
 use crate::mapping::{columns_for_changes, consents_from_columns};
 use crate::parking::{failure_response, now_utc, park_failure, ParkedDelivery, DYNAMICS_TO_DIDOMI};
@@ -115,7 +116,7 @@ impl DynamicsToDidomi {
     }
 }
 
-impl crate::invocation::Function for DynamicsToDidomi {
+impl crate::function::Function for DynamicsToDidomi {
     /// Handles one HTTP request. A configuration that cannot be loaded (or
     /// lacks `dynamics_webhook_key`) fails the invocation itself, naming the
     /// field; every other failure is an HTTP answer.

@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config_source::ConfigCache;
-use crate::dataverse::consent_records::ResolvedCache;
-use crate::dataverse::DataverseClient;
-use crate::didomi::DidomiClient;
+use crate::function::Setup;
 use crate::parking::replay::{Mode, ReplayFailure, Replayer};
-use crate::parking::{ParkedDelivery, Parking};
+use crate::parking::ParkedDelivery;
 use crate::retry::Deadline;
 
 /// The longest SQS lets a received record stay hidden.
@@ -93,17 +90,8 @@ pub struct ItemFailure {
     pub item_identifier: String,
 }
 
-/// What a function holds to drain its queue.
-pub struct Sources<'a> {
-    pub config: &'a ConfigCache,
-    pub resolved: &'a ResolvedCache,
-    pub dataverse: &'a DataverseClient,
-    pub didomi: &'a DidomiClient,
-    pub parking: &'a Parking,
-}
-
 /// Drains one batch of the function's parked queue.
-pub async fn drain(sources: Sources<'_>, batch: &SqsEvent, deadline: Deadline) -> BatchResponse {
+pub async fn drain(sources: &Setup, batch: &SqsEvent, deadline: Deadline) -> BatchResponse {
     let started = std::time::Instant::now();
     let work = Deadline::after(deadline.remaining().saturating_sub(RESERVE));
     // The configuration and consent purposes every record needs; when they
@@ -115,7 +103,7 @@ pub async fn drain(sources: Sources<'_>, batch: &SqsEvent, deadline: Deadline) -
     let resolved = match &config {
         Ok(config) => sources
             .resolved
-            .get(config, sources.dataverse, work)
+            .get(config, &sources.dataverse, work)
             .await
             .map_err(|e| ReplayFailure {
                 transient: e.is_transient(),
@@ -126,8 +114,8 @@ pub async fn drain(sources: Sources<'_>, batch: &SqsEvent, deadline: Deadline) -
     let replayer = match (&config, &resolved) {
         (Ok(config), Ok(resolved)) => Ok(Replayer {
             config,
-            dataverse: sources.dataverse,
-            didomi: sources.didomi,
+            dataverse: &sources.dataverse,
+            didomi: &sources.didomi,
             resolved: resolved.as_deref(),
         }),
         (Err(e), _) | (_, Err(e)) => Err(e.clone()),
