@@ -257,6 +257,7 @@ pub(crate) fn wanted_values(
 
 /// The record values Didomi's choices stand for, over the entries that flow
 /// to Didomi: what Didomi already holds, to compare records with.
+#[cfg(feature = "jobs")]
 pub(crate) fn didomi_values(
     section: &ContactPointConsent,
     consents: &Consents,

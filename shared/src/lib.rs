@@ -25,6 +25,7 @@ pub mod logging;
 pub mod mapping;
 pub(crate) mod metrics;
 pub mod parking;
+#[cfg(feature = "jobs")]
 pub mod reconcile;
 pub mod retry;
 pub mod secret;
@@ -32,6 +33,7 @@ pub mod setup;
 pub mod time;
 pub mod tls;
 pub mod token;
+#[cfg(feature = "jobs")]
 pub mod watch;
 
 pub use config::{Config, ConfigError};

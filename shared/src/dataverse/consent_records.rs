@@ -211,6 +211,7 @@ impl Dataverse<'_> {
     /// One page of every consent record of a channel (inactive ones too):
     /// the first when `next` is `None`, else the `@odata.nextLink` of the
     /// previous page, followed only within the environment.
+    #[cfg(feature = "jobs")]
     pub(crate) async fn consent_records_page(
         &self,
         next: Option<&str>,

@@ -2,6 +2,7 @@
 //! the key column, read, update changed columns, create), `WhoAmI`, and the
 //! plain row operations that webhook registration and metadata checks use.
 
+#[cfg(feature = "jobs")]
 pub mod bulk;
 pub mod consent_records;
 pub mod metadata;
@@ -200,6 +201,7 @@ impl DataverseClient {
     }
 
     /// This client's connections, token and pacing, retried by `policy`.
+    #[cfg(feature = "jobs")]
     pub(crate) fn with_policy(&self, policy: RetryPolicy) -> Self {
         DataverseClient {
             http: self.http.clone(),
@@ -498,6 +500,7 @@ impl Dataverse<'_> {
     /// the first page when `next` is `None`, else the `@odata.nextLink` of
     /// the previous page, followed as given. Returns the page's contacts
     /// (with the key column among their columns) and the next link.
+    #[cfg(feature = "jobs")]
     pub(crate) async fn contacts_page(
         &self,
         next: Option<&str>,
@@ -518,6 +521,7 @@ impl Dataverse<'_> {
 
     /// `$select` of a contact query: the id, the key, then `columns`, each
     /// once, encoded.
+    #[cfg(feature = "jobs")]
     fn contact_select(&self, columns: &[&str]) -> String {
         let mut select = vec!["contactid", self.config.contact_key.as_str()];
         for column in columns {
@@ -530,6 +534,7 @@ impl Dataverse<'_> {
 
     /// The contacts with a key value modified at or after `since` (seconds
     /// since the epoch), newest first, at most `limit`, with `columns`.
+    #[cfg(feature = "jobs")]
     pub(crate) async fn contacts_modified_since(
         &self,
         since: i64,
@@ -572,6 +577,7 @@ impl Dataverse<'_> {
     /// query below the API root) when `next` is `None`, else the
     /// `@odata.nextLink` of the previous page, followed as given but only
     /// within the environment, since it carries our token's audience.
+    #[cfg(feature = "jobs")]
     pub(crate) async fn rows_page(
         &self,
         next: Option<&str>,

@@ -688,6 +688,7 @@ impl Dataverse<'_> {
 
     /// How many system jobs of the registration's steps failed at or after
     /// `since` (seconds since the epoch).
+    #[cfg(feature = "jobs")]
     pub(crate) async fn failed_jobs_since(
         &self,
         registration: &Registration,

@@ -78,6 +78,7 @@ pub struct DidomiUser {
 struct Users {
     #[serde(default)]
     data: Vec<DidomiUser>,
+    #[cfg(feature = "jobs")]
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -201,6 +202,7 @@ impl DidomiClient {
     }
 
     /// This client's connections and session, retried by `policy`.
+    #[cfg(feature = "jobs")]
     pub(crate) fn with_policy(&self, policy: RetryPolicy) -> Self {
         DidomiClient {
             http: self.http.clone(),
@@ -360,6 +362,7 @@ impl Didomi<'_> {
 
     /// One page of all users (100, as Didomi pages them): the first when
     /// `cursor` is `None`; the answer's cursor is `None` on the last page.
+    #[cfg(feature = "jobs")]
     pub(crate) async fn users_page(
         &self,
         cursor: Option<&str>,

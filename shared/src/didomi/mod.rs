@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod deliveries;
+#[cfg(feature = "jobs")]
 pub mod export;
 
 pub use client::{DidomiClient, DidomiError, DidomiUser, Purpose};
