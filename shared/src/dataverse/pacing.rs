@@ -194,7 +194,7 @@ impl Pacing {
     }
 
     /// The number of requests allowed in flight now.
-    #[cfg(feature = "jobs")]
+    #[cfg(any(test, feature = "jobs"))]
     pub(crate) fn in_flight_limit(&self) -> usize {
         self.lock().limit
     }
