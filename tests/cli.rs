@@ -25,6 +25,20 @@ fn local_replays_the_sample_delivery_and_shows_what_changed() {
 
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("-> HTTP 200"), "{stdout}");
+    // A narrative only: the functions' log lines go to the file it names.
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(
+        stdout.lines().all(|l| !l.trim_start().starts_with('{')),
+        "{stdout}"
+    );
+    let log = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("the functions' log lines:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no log file named:\n{stdout}"));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("\"message\":\"delivery handled\""), "{log}");
+    assert!(log.contains("parked for the drain"), "{log}");
     assert!(
         stdout.contains("donotbulkemail   false -> true"),
         "{stdout}"

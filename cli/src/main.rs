@@ -210,11 +210,24 @@ where
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Log lines go around the reconcile progress line, never into it.
-    consent_sync::logging::init_with(
-        || consent_sync_cli::reconcile::progress::AroundProgress,
-        "warn",
-    );
+    // The local run prints a narrative: the functions' log lines go to a
+    // file it names. Elsewhere they go around the reconcile progress line,
+    // never into it.
+    let local_log = matches!(cli.command, Command::Local { .. })
+        .then(|| {
+            std::env::temp_dir().join(format!("consent-sync-local-{}.log", std::process::id()))
+        })
+        .and_then(|path| Some((std::fs::File::create(&path).ok()?, path)))
+        .map(|(file, path)| {
+            consent_sync::logging::init_with(std::sync::Arc::new(file), "info");
+            path
+        });
+    if local_log.is_none() {
+        consent_sync::logging::init_with(
+            || consent_sync_cli::reconcile::progress::AroundProgress,
+            "warn",
+        );
+    }
     if let Some(secret_id) = &cli.secret_id {
         // The one place the configuration loaders read it from.
         std::env::set_var(consent_sync::config_source::CONFIG_SECRET_ID, secret_id);
@@ -230,6 +243,7 @@ async fn main() -> ExitCode {
                 event,
                 port,
                 serve,
+                log: local_log,
             })
             .await;
             if let Err(reason) = &result {

@@ -15,6 +15,8 @@ use crate::binary;
 use crate::moto::REGION;
 
 pub const DIDOMI_TO_DYNAMICS: &str = "didomi-to-dynamics";
+/// The command line (split at spaces) a function process runs under, when set.
+pub const FUNCTION_WRAPPER: &str = "CONSENT_SYNC_FUNCTION_WRAPPER";
 pub const DYNAMICS_TO_DIDOMI: &str = "dynamics-to-didomi";
 
 /// A function process, its stdout (the JSON log lines) kept in a file.
@@ -48,7 +50,19 @@ impl FunctionProcess {
             .unwrap()
             .subsec_nanos();
         let log = std::env::temp_dir().join(format!("{name}-{}-{nanos}.log", std::process::id()));
-        let mut command = Command::new(binary(name));
+        // A tool to run the function under (a benchmark's `valgrind
+        // --tool=callgrind …`), from the environment of the test process.
+        let wrapper: Vec<String> = std::env::var(FUNCTION_WRAPPER)
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut command = match wrapper.split_first() {
+            Some((tool, args)) => {
+                let mut command = Command::new(tool);
+                command.args(args).arg(binary(name));
+                command
+            }
+            None => Command::new(binary(name)),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -105,6 +119,16 @@ impl FunctionProcess {
 
     /// Stops the process and returns what it logged.
     pub fn stop(mut self) -> String {
+        self.halt()
+    }
+
+    /// Stops the process as Lambda shuts an instance down (SIGTERM), so that
+    /// a tool it runs under writes its results; what it logged.
+    pub fn terminate(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
         self.halt()
     }
 
@@ -229,6 +253,11 @@ impl Deployment {
     /// Stops everything and returns what the function logged.
     pub fn stop(self) -> String {
         self.function.stop()
+    }
+
+    /// Stops everything, the function with SIGTERM (see [`FunctionProcess::terminate`]).
+    pub fn terminate(self) -> String {
+        self.function.terminate()
     }
 
     /// Replaces the function process with `name` started with `env`, as a

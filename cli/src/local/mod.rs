@@ -36,6 +36,8 @@ pub struct Options {
     pub event: Option<PathBuf>,
     pub port: u16,
     pub serve: bool,
+    /// Where the functions' log lines go, to name at the start.
+    pub log: Option<PathBuf>,
 }
 
 /// Lets the local gateway invoke a function, each request with Lambda's budget.
@@ -128,6 +130,9 @@ pub async fn run(options: Options) -> Result<(), CliError> {
         "dynamics-to-didomi endpoint:      {}/  (POST Dataverse webhook deliveries here)",
         reverse_gateway.url
     );
+    if let Some(log) = &options.log {
+        println!("the functions' log lines:         {}", log.display());
+    }
     if let Some(sim) = &simulator {
         // As an operator would: `consent-sync webhook register`, and the
         // Didomi console's webhook pointed at didomi-to-dynamics.
