@@ -21,11 +21,14 @@ use consent_sync_tests::lambda::{
 };
 use consent_sync_tests::{dataverse_post, sample, WEBHOOK_KEY};
 
+/// The `i`th event of a run (0: the cold invocation).
+type Event = Box<dyn Fn(&Deployment, usize) -> aws_lambda_events::apigw::ApiGatewayV2httpRequest>;
+
 /// A kind of event and how to send the `i`th of them.
 struct Workload {
     function: &'static str,
     name: &'static str,
-    event: Box<dyn Fn(&Deployment, usize) -> aws_lambda_events::apigw::ApiGatewayV2httpRequest>,
+    event: Event,
     outcome: &'static str,
 }
 
