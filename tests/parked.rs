@@ -350,7 +350,7 @@ async fn replay_drains_150_records_completely_and_a_dry_run_leaves_all_150_in_pl
     deployment.stop();
 }
 
-/// Figures for the README: a burst of deliveries against a Dataverse that
+/// Figures for docs/performance.md: a burst of deliveries against a Dataverse that
 /// throttles (a service protection limit far below the burst), answered by
 /// two function instances as Lambda would run them; then the drain once
 /// Dataverse recovers. Prints what it measured; asserts that nothing is

@@ -4,7 +4,12 @@
 //! This crate holds everything the Lambda functions and the operator CLI
 //! share. One folder per outside system — `dataverse/` (Web API client,
 //! webhook payloads, webhook registration, metadata) and `didomi/`
-//! (deliveries, API client) — and one per direction of the sync in `flows/`.
+//! (deliveries, API client, batch export) — and one per flow or job:
+//! `flows/` (the two directions), `parking/` (the parked queue and its
+//! drain), `reconcile/`, `watch/`, `setup/` (`consent-sync init`).
+//! `function/` is what a webhook function is, below the flows and the
+//! dispatch (`invocation`). The jobs (reconcile, the watch, the export) are
+//! the `jobs` feature: the webhook functions build without them.
 //!
 //! What the functions, the CLI and the tests do not use is `pub(crate)`; a
 //! type that a public item hands out must also be nameable outside.

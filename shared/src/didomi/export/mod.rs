@@ -8,7 +8,7 @@
 //! `updated_at`; the second hands the users on. A bad line therefore stops
 //! the run before anything was written from the export, and a user counts
 //! once — at the cost of decompressing twice, which is cheap next to the
-//! writes (see the README's figures).
+//! writes (see docs/performance.md).
 
 mod store;
 
