@@ -460,3 +460,66 @@ async fn the_stack_secret_keeps_every_other_byte_and_a_delivery_then_sets_the_cr
     assert_eq!(jane["new_surveys"], json!(true));
     deployment.stop();
 }
+
+/// `init --write` at a terminal (a pseudo-terminal from `script`, as a
+/// person's shell would give), answering `answer` to its question.
+async fn at_a_terminal(path: &Path, answer: &'static str) -> (i32, String) {
+    let command = format!(
+        "{} init --config {} --write --create-columns",
+        binary("consent-sync").display(),
+        path.display()
+    );
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("CONFIG_SECRET_ID")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        // The question comes once the plan is read; the answer waits in the terminal.
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_write_asks_first_and_a_no_changes_nothing() {
+    let sim = simulator().await;
+    let file = ConfigFile::new(&sim, "terminal", one_mapping);
+    let before = file.text();
+
+    let (code, screen) = at_a_terminal(&file.0, "n\n").await;
+    assert_ne!(code, 0, "{screen}");
+    assert!(
+        screen.contains("surveys     new_surveys     create"),
+        "the plan first:\n{screen}"
+    );
+    assert!(
+        screen.contains("Go ahead: create 2 Yes/No column(s) on contact (new_newsletter, new_surveys), add 3 mapping(s) to the file"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("not confirmed: nothing was changed"),
+        "{screen}"
+    );
+    assert_eq!(file.text(), before);
+    assert!(sim.writes().is_empty());
+
+    let (code, screen) = at_a_terminal(&file.0, "y\n").await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("wrote    "), "{screen}");
+    assert_ne!(file.text(), before);
+}
