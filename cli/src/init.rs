@@ -403,6 +403,9 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
             changes.mappings.len(),
             source.describe()
         ));
+        if matches!(source, ConfigSource::SecretsManager { .. }) {
+            out.push_str("         (running functions read it when their configuration cache expires: CONFIG_CACHE_SECONDS, 5 minutes by default)\n");
+        }
     }
     document["written"] = json!(!changes.mappings.is_empty());
     document["done"] = json!(done);
