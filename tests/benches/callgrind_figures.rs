@@ -116,7 +116,7 @@ async fn run(workload: &Workload, warm: usize, dir: &std::path::Path) -> u64 {
     std::env::set_var(
         FUNCTION_WRAPPER,
         format!(
-            "valgrind --tool=callgrind --callgrind-out-file={} --dump-instr=no",
+            "valgrind -q --tool=callgrind --callgrind-out-file={} --dump-instr=no",
             profile.display()
         ),
     );
