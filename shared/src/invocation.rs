@@ -3,12 +3,13 @@
 //! from Lambda's SQS event source (DESIGN §2). One dispatch for both
 //! functions, so that each `main.rs` only builds its state and runs.
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use serde_json::Value;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::config::ConfigError;
 use crate::function::Function;
-use crate::parking::drain::{drain, SqsEvent};
+use crate::parking::drain::{drain, BatchResponse, SqsEvent};
 use crate::retry::Deadline;
 
 /// Why an invocation failed as a whole (Lambda's `errorType`, `errorMessage`).
@@ -37,31 +38,62 @@ impl From<ConfigError> for InvocationError {
     }
 }
 
-/// Runs `function` on one Lambda event and returns the document Lambda
-/// expects back: the HTTP response, or the batch's `batchItemFailures`.
+/// What a webhook function answers: the HTTP response, or the batch's
+/// `batchItemFailures`, serialized as Lambda expects either.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Http(Box<ApiGatewayV2httpResponse>),
+    Batch(BatchResponse),
+}
+
+/// Whether an event is an SQS batch: its first record's `eventSource`, read
+/// without building the event (every other field is skipped).
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(rename = "Records", default)]
+    records: Option<Vec<PeekRecord>>,
+}
+
+#[derive(Deserialize)]
+struct PeekRecord {
+    #[serde(rename = "eventSource", default)]
+    event_source: Option<String>,
+}
+
+/// Runs `function` on one Lambda event, as the Runtime API delivered its
+/// JSON: read straight into the HTTP request or the SQS batch, with no
+/// intermediate document.
 pub async fn invoke<F: Function>(
     function: &F,
-    event: Value,
+    event: &str,
     deadline: Deadline,
-) -> Result<Value, InvocationError> {
+) -> Result<Answer, InvocationError> {
     let unexpected = |what: String| InvocationError {
         error_type: "UnexpectedEvent",
         message: what,
     };
-    if SqsEvent::is_sqs(&event) {
-        let batch: SqsEvent = serde_json::from_value(event)
+    let peek: Peek = serde_json::from_str(event)
+        .map_err(|e| unexpected(format!("an event that is not a JSON object: {e}")))?;
+    let is_sqs = peek
+        .records
+        .as_ref()
+        .and_then(|records| records.first())
+        .is_some_and(|record| record.event_source.as_deref() == Some("aws:sqs"));
+    if is_sqs {
+        let batch: SqsEvent = serde_json::from_str(event)
             .map_err(|e| unexpected(format!("an SQS event this function cannot read: {e}")))?;
         // Boxed: the replay's future is deep, and the runtime's future nests it.
         let answer = Box::pin(drain(function.setup(), &batch, deadline)).await;
-        return serde_json::to_value(answer).map_err(|e| unexpected(e.to_string()));
+        return Ok(Answer::Batch(answer));
     }
-    let request: ApiGatewayV2httpRequest = serde_json::from_value(event).map_err(|e| {
+    let request: ApiGatewayV2httpRequest = serde_json::from_str(event).map_err(|e| {
         unexpected(format!(
             "neither an API Gateway HTTP (payload 2.0) nor an SQS event: {e}"
         ))
     })?;
     let response = Box::pin(function.handle(&request, deadline)).await?;
-    serde_json::to_value(response).map_err(|e| unexpected(e.to_string()))
+    Ok(Answer::Http(Box::new(response)))
 }
 
 /// Kept back from Lambda's deadline to send the answer.
@@ -76,12 +108,12 @@ pub async fn run<F: Function + Sync>(
 ) -> Result<(), lambda_runtime::Error> {
     let function = &function;
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<Value>| async move {
+        move |event: lambda_runtime::LambdaEvent<Box<RawValue>>| async move {
             let function = function
                 .as_ref()
                 .map_err(|e| InvocationError::from(e.clone()))?;
             let deadline = Deadline::from_epoch_millis(event.context.deadline, ANSWER_RESERVE);
-            invoke(function, event.payload, deadline)
+            invoke(function, event.payload.get(), deadline)
                 .await
                 .map_err(lambda_runtime::Diagnostic::from)
         },

@@ -11,7 +11,8 @@
 //!
 //! `cargo bench -p consent-sync-tests --bench callgrind_figures [-- EVENTS]`
 //! (default 200); `CONSENT_SYNC_BINARIES=DIR` counts another build's
-//! binaries.
+//! binaries; `CALLGRIND_DIR=DIR` keeps the profiles there, for
+//! `callgrind_annotate DIR/<function>-<workload>-<events>.out`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -141,7 +142,11 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
-    let dir = std::env::temp_dir().join(format!("consent-sync-callgrind-{}", std::process::id()));
+    // CALLGRIND_DIR keeps the profiles, for `callgrind_annotate`.
+    let kept = std::env::var_os("CALLGRIND_DIR").map(PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("consent-sync-callgrind-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).unwrap();
     println!(
         "instructions per warm event (callgrind, release, {}), {events} events:",
@@ -156,5 +161,7 @@ async fn main() {
             workload.function, workload.name, per_event
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if kept.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -87,11 +87,12 @@ pub async fn run(sim: &Simulator) -> Result<(), CliError> {
     while let Some(batch) = source.receive(180).await? {
         let answer = consent_sync::invocation::invoke(
             &*function,
-            batch.event.clone(),
+            &batch.event.to_string(),
             Deadline::after(Duration::from_secs(29)),
         )
         .await
         .map_err(|e| CliError::Local(e.message))?;
+        let answer = serde_json::to_value(answer).map_err(|e| CliError::Local(e.to_string()))?;
         let failed = source.settle(&batch, &answer).await?;
         println!(
             "   a batch of {} -> {answer} ({} applied)",

@@ -8,6 +8,7 @@
 //! mapping reads both sources the same way.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The header Dataverse sets when the context was over 256 KB and it dropped
@@ -52,21 +53,29 @@ pub struct ContextError(pub String);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct RawContext {
+struct RawContext<'a> {
     message_name: Option<String>,
     primary_entity_name: Option<String>,
     primary_entity_id: Option<String>,
     initiating_user_id: Option<String>,
     correlation_id: Option<String>,
     operation_created_on: Option<String>,
-    #[serde(default)]
-    input_parameters: Option<Vec<KeyValue>>,
-    #[serde(default)]
-    post_entity_images: Option<Vec<KeyValue>>,
+    /// Kept as text: only `Target` is read, and only as an entity.
+    #[serde(default, borrow)]
+    input_parameters: Option<Vec<Parameter<'a>>>,
+    #[serde(default, borrow)]
+    post_entity_images: Option<Vec<Parameter<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct KeyValue {
+struct Parameter<'a> {
+    key: String,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Attribute {
     key: String,
     #[serde(default)]
     value: Value,
@@ -76,12 +85,13 @@ struct KeyValue {
 #[serde(rename_all = "PascalCase")]
 struct RawEntity {
     #[serde(default)]
-    attributes: Option<Vec<KeyValue>>,
+    attributes: Option<Vec<Attribute>>,
 }
 
-fn attributes(entity: Value, what: &str) -> Result<Map<String, Value>, ContextError> {
-    let entity: RawEntity = serde_json::from_value(entity)
-        .map_err(|_| ContextError(format!("{what} is not an entity with `Attributes`")))?;
+fn attributes(entity: Option<&RawValue>, what: &str) -> Result<Map<String, Value>, ContextError> {
+    let entity: RawEntity = entity
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .ok_or_else(|| ContextError(format!("{what} is not an entity with `Attributes`")))?;
     Ok(entity
         .attributes
         .unwrap_or_default()

@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::consents::Consents;
 
@@ -77,10 +77,22 @@ impl ConsentChange {
 pub struct PayloadError(pub String);
 
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(rename = "type")]
     kind: Option<String>,
-    parameters: Option<Value>,
+    /// Kept as text: only the entity the type names is read.
+    #[serde(borrow)]
+    parameters: Option<&'a RawValue>,
+}
+
+/// The entities a delivery's `parameters` may carry, as text (an update's
+/// `old_entity` and `source` are not read at all).
+#[derive(Deserialize)]
+struct Parameters<'a> {
+    #[serde(borrow)]
+    entity: Option<&'a RawValue>,
+    #[serde(borrow)]
+    new_entity: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -113,13 +125,19 @@ struct Delegate {
     id: Option<String>,
 }
 
-fn entity<T: DeserializeOwned>(parameters: &mut Value, field: &str) -> Result<T, PayloadError> {
-    let value = parameters
-        .get_mut(field)
-        .map(Value::take)
-        .filter(|v| !v.is_null())
+fn entity<T: DeserializeOwned>(
+    parameters: &Parameters<'_>,
+    field: &str,
+) -> Result<T, PayloadError> {
+    let raw = match field {
+        "entity" => parameters.entity,
+        _ => parameters.new_entity,
+    };
+    let value = raw
+        .filter(|raw| raw.get() != "null")
         .ok_or_else(|| PayloadError(format!("`parameters.{field}` is missing")))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut value = serde_json::Deserializer::from_str(value.get());
+    serde_path_to_error::deserialize(&mut value).map_err(|e| {
         // A map key in the path is the caller's (a preference id, say):
         // only field names and indices are named, anything else described.
         let path: Vec<String> = e
@@ -172,10 +190,13 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
     let kind = envelope
         .kind
         .ok_or_else(|| PayloadError("`type` is missing".into()))?;
-    let mut parameters = match envelope.parameters {
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => return Err(PayloadError("`parameters` must be an object".into())),
-        None => return Err(PayloadError("`parameters` is missing".into())),
+    let parameters: Parameters = match envelope.parameters {
+        Some(raw) if raw.get().starts_with('{') => serde_json::from_str(raw.get())
+            .map_err(|_| PayloadError("`parameters` must be an object of entities".into()))?,
+        Some(raw) if raw.get() != "null" => {
+            return Err(PayloadError("`parameters` must be an object".into()))
+        }
+        _ => return Err(PayloadError("`parameters` is missing".into())),
     };
     let (scope, field) = match kind.as_str() {
         "user.deleted" | "event.deleted" => return Ok(Delivery::Deleted { kind }),
@@ -193,7 +214,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
     };
     let change = match scope {
         Scope::User => {
-            let user: UserEntity = entity(&mut parameters, field)?;
+            let user: UserEntity = entity(&parameters, field)?;
             ConsentChange {
                 kind,
                 scope,
@@ -214,7 +235,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
             }
         }
         Scope::Event => {
-            let event: EventEntity = entity(&mut parameters, field)?;
+            let event: EventEntity = entity(&parameters, field)?;
             ConsentChange {
                 kind,
                 scope,
@@ -241,6 +262,7 @@ pub fn parse_delivery(body: &[u8]) -> Result<Delivery, PayloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn sample(name: &str) -> Vec<u8> {
         let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
