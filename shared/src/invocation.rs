@@ -4,7 +4,7 @@
 //! functions, so that each `main.rs` only builds its state and runs.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::ConfigError;
@@ -47,18 +47,25 @@ pub enum Answer {
     Batch(BatchResponse),
 }
 
-/// Whether an event is an SQS batch: its first record's `eventSource`, read
-/// without building the event (every other field is skipped).
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(rename = "Records", default)]
-    records: Option<Vec<PeekRecord>>,
-}
-
-#[derive(Deserialize)]
-struct PeekRecord {
-    #[serde(rename = "eventSource", default)]
-    event_source: Option<String>,
+/// The first member name of a JSON object, read without scanning the rest:
+/// Lambda's SQS event is `{"Records": [...]}`, an HTTP event starts with
+/// `version`, and its body (escaped JSON, the bulk of the event) is then
+/// scanned once, by the one parse that reads it.
+fn first_key(event: &str) -> Option<String> {
+    let rest = event.trim_start().strip_prefix('{')?.trim_start();
+    if !rest.starts_with('"') {
+        return None;
+    }
+    let bytes = rest.as_bytes();
+    let mut at = 1;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\\' => at += 2,
+            b'"' => return serde_json::from_str(&rest[..=at]).ok(),
+            _ => at += 1,
+        }
+    }
+    None
 }
 
 /// Runs `function` on one Lambda event, as the Runtime API delivered its
@@ -73,16 +80,18 @@ pub async fn invoke<F: Function>(
         error_type: "UnexpectedEvent",
         message: what,
     };
-    let peek: Peek = serde_json::from_str(event)
-        .map_err(|e| unexpected(format!("an event that is not a JSON object: {e}")))?;
-    let is_sqs = peek
-        .records
-        .as_ref()
-        .and_then(|records| records.first())
-        .is_some_and(|record| record.event_source.as_deref() == Some("aws:sqs"));
-    if is_sqs {
+    if first_key(event).as_deref() == Some("Records") {
         let batch: SqsEvent = serde_json::from_str(event)
             .map_err(|e| unexpected(format!("an SQS event this function cannot read: {e}")))?;
+        if batch
+            .records
+            .iter()
+            .any(|r| r.event_source.as_deref() != Some("aws:sqs"))
+        {
+            return Err(unexpected(
+                "a `Records` event whose records are not from aws:sqs".into(),
+            ));
+        }
         // Boxed: the replay's future is deep, and the runtime's future nests it.
         let answer = Box::pin(drain(function.setup(), &batch, deadline)).await;
         return Ok(Answer::Batch(answer));
@@ -119,4 +128,29 @@ pub async fn run<F: Function + Sync>(
         },
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_key;
+
+    #[test]
+    fn the_first_member_name_is_read_alone() {
+        assert_eq!(
+            first_key(" {\n \"Records\": [1]}").as_deref(),
+            Some("Records")
+        );
+        assert_eq!(
+            first_key("{\"\\u0052ecords\":[]}").as_deref(),
+            Some("Records")
+        );
+        assert_eq!(
+            first_key("{\"version\":\"2.0\",\"Records\":[]}").as_deref(),
+            Some("version")
+        );
+        assert_eq!(first_key("{\"a\\\"b\": 1}").as_deref(), Some("a\"b"));
+        for none in ["[]", "{}", "{ 1: 2}", "", "{\"open"] {
+            assert_eq!(first_key(none), None, "{none}");
+        }
+    }
 }
