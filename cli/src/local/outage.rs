@@ -85,9 +85,11 @@ pub async fn run(sim: &Simulator) -> Result<(), CliError> {
     sim.state().dataverse_faults.clear();
     println!("   Dataverse is back; Lambda's SQS event source hands the queue to the function:");
     while let Some(batch) = source.receive(180).await? {
+        let event = consent_sync::invocation::Event::parse(&batch.event.to_string())
+            .map_err(|e| CliError::Local(e.message))?;
         let answer = consent_sync::invocation::invoke(
             &*function,
-            &batch.event.to_string(),
+            event,
             Deadline::after(Duration::from_secs(29)),
         )
         .await
