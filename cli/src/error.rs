@@ -54,6 +54,11 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A Dataverse read the command needed, named by `what`.
+    pub fn dataverse(what: &'static str) -> impl FnOnce(DataverseError) -> CliError {
+        move |source| CliError::Dataverse { what, source }
+    }
+
     pub fn registration(action: &'static str) -> impl FnOnce(RegistrationError) -> CliError {
         move |source| CliError::Registration { action, source }
     }

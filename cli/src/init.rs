@@ -223,10 +223,9 @@ async fn apply(
     let language = dataverse
         .base_language()
         .await
-        .map_err(|source| CliError::Dataverse {
-            what: "reading the organization's base language",
-            source,
-        })?;
+        .map_err(CliError::dataverse(
+            "reading the organization's base language",
+        ))?;
     let mut created: Vec<&str> = Vec::new();
     for (column, purpose) in &changes.columns {
         dataverse
@@ -287,18 +286,12 @@ pub async fn run(source: ConfigSource, options: Options) -> Result<Report> {
     let columns = dataverse
         .contact_columns()
         .await
-        .map_err(|source| CliError::Dataverse {
-            what: "reading the contact table's columns",
-            source,
-        })?;
+        .map_err(CliError::dataverse("reading the contact table's columns"))?;
     let keys = if config.upsert_mode {
         dataverse
             .contact_keys()
             .await
-            .map_err(|source| CliError::Dataverse {
-                what: "reading the contact table's keys",
-                source,
-            })?
+            .map_err(CliError::dataverse("reading the contact table's keys"))?
     } else {
         Vec::new()
     };
