@@ -58,10 +58,9 @@ pub async fn run(config: &Config, queues: Vec<String>, dry_run: bool) -> Result<
                 .resolve_consent(section)
                 .await
                 .and_then(|r| r.into_resolved())
-                .map_err(|source| CliError::Dataverse {
-                    what: "resolving the consent purposes and topics",
-                    source,
-                })?,
+                .map_err(CliError::dataverse(
+                    "resolving the consent purposes and topics",
+                ))?,
         ),
     };
     let replayer = Replayer {
