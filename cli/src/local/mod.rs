@@ -406,17 +406,20 @@ async fn read_contacts(
 /// What changed on the contacts of `user`, column by column.
 pub fn describe_changes(user: Option<&str>, before: &[Contact], after: &[Contact]) -> String {
     let Some(user) = user else {
-        return "The delivery names no organization_user_id: no contact to show.\n".into();
+        return "   The delivery names no organization_user_id: no contact to show.\n".into();
     };
     if after.is_empty() {
-        return format!("No contact has the key {user:?}: nothing changed.\n");
+        return format!("   No contact has the key {user:?}: nothing changed.\n");
     }
     let mut text = String::new();
     for contact in after {
         let previous = before.iter().find(|c| c.id == contact.id);
         match previous {
-            None => text.push_str(&format!("Contact {} ({user}) was created:\n", contact.id)),
-            Some(_) => text.push_str(&format!("Contact {} ({user}):\n", contact.id)),
+            None => text.push_str(&format!(
+                "   Contact {} ({user}) was created:\n",
+                contact.id
+            )),
+            Some(_) => text.push_str(&format!("   Contact {} ({user}):\n", contact.id)),
         }
         let mut changed = 0;
         for (column, value) in &contact.columns {
@@ -426,13 +429,13 @@ pub fn describe_changes(user: Option<&str>, before: &[Contact], after: &[Contact
             if previous.is_none() || old != value {
                 changed += 1;
                 match previous {
-                    Some(_) => text.push_str(&format!("  {column:<16} {old} -> {value}\n")),
-                    None => text.push_str(&format!("  {column:<16} {value}\n")),
+                    Some(_) => text.push_str(&format!("     {column:<16} {old} -> {value}\n")),
+                    None => text.push_str(&format!("     {column:<16} {value}\n")),
                 }
             }
         }
         if changed == 0 {
-            text.push_str("  no mapped column changed\n");
+            text.push_str("     no mapped column changed\n");
         }
     }
     text
@@ -460,7 +463,7 @@ mod tests {
         )];
         assert_eq!(
             describe_changes(Some("jane@example.com"), &before, &after),
-            "Contact 6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c (jane@example.com):\n  donotbulkemail   false -> true\n"
+            "   Contact 6d81597f-0d1a-4b8c-9f1a-2d3e4f5a6b7c (jane@example.com):\n     donotbulkemail   false -> true\n"
         );
         assert!(describe_changes(Some("jane@example.com"), &after, &after)
             .contains("no mapped column changed"));
