@@ -8,6 +8,11 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use base64::Engine;
 
 /// The system's root certificates (DER), read on first use.
@@ -68,7 +73,31 @@ pub async fn aws_sdk_config() -> aws_config::SdkConfig {
             .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
             .tls_context(context)
             .build_https();
-        loader = loader.http_client(client);
+        loader = loader.http_client(SharedHttpClient::new(TlsOnFirstUse(client)));
     }
     loader.load().await
+}
+
+/// The SDK's HTTPS client without its check at client construction. To
+/// validate each client it constructs, the SDK builds a connector — a whole
+/// TLS set-up, every root certificate parsed — and drops it: three at a
+/// function's init (Secrets Manager, SQS, and the STS client of the
+/// web-identity credential provider), more CPU than the rest of the init
+/// together (`docs/performance.md`). The connector is still built the first
+/// time a request needs it, and cached by the SDK per timeout settings.
+#[derive(Debug)]
+struct TlsOnFirstUse(SharedHttpClient);
+
+impl HttpClient for TlsOnFirstUse {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
